@@ -1,0 +1,336 @@
+"""The training loop: P x K x T clips, OSM+CAA (or an ablation), checkpoints that resume bit-for-bit.
+
+Resumability comes from making every random choice a pure function of (seed, epoch, batch): the sampler,
+the frame choice and the augmentation. A checkpoint then only needs the weights, the optimiser state and
+the position (epoch, batch); the learning rate is a function of the global step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+from tqdm import tqdm
+
+from tracklink import TracklinkError
+from tracklink.models.checkpoint import ModelMeta, atomic_torch_save, load_checkpoint, read_checkpoint
+from tracklink.models.onnx_import import import_weights, reinflate_batchnorm
+from tracklink.models.preprocess import preprocess_crops, read_image
+from tracklink.models.reid import ReIDModel, build_model
+from tracklink.train.config import TrainConfig
+from tracklink.train.datasets import Tracklet, VideoDataset, load_dataset, select_ids
+from tracklink.train.losses import build_criterion
+from tracklink.train.sampler import ClipDataset, PKTSampler, make_loader
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TracklinkError(f"--device {name} asked for CUDA, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def load_identities(spec: str, ids: str | None) -> VideoDataset:
+    """The dataset, restricted to the selected identities (ranges index the sorted list of all ids)."""
+    dataset = load_dataset(spec)
+    return dataset.keep(select_ids(dataset.identities("all"), ids)) if ids else dataset
+
+
+def load_init(path: str) -> tuple[ReIDModel, ModelMeta]:
+    """Start weights from a tracklink checkpoint, an OSNet ONNX or a torchreid .pth."""
+    p = Path(path)
+    if p.suffix.lower() in (".onnx", ".pth", ".tar") or p.name.endswith(".pth.tar"):
+        return import_weights(p)
+    return load_checkpoint(p)
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to 1% of the base rate."""
+    warmup = max(1, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class Position:
+    epoch: int = 0  # the epoch in progress
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimiser steps done in total
+
+
+class StopRequested(Exception):
+    pass
+
+
+@contextmanager
+def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
+    """SIGTERM/SIGINT ask the loop to save and stop at the next step instead of dying mid-write."""
+    def handler(signum, _frame):
+        if flag.get("signal"):
+            raise KeyboardInterrupt  # a second signal means "now"
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread (e.g. inside a test runner thread): no handlers
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _unwrap_worker_error(exc: Exception) -> Exception:
+    """DataLoader re-raises worker errors with the worker traceback in the message; keep our own message."""
+    text = str(exc)
+    if isinstance(exc, TracklinkError) and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return TracklinkError(last.split("TracklinkError: ", 1)[-1])
+    return exc
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+
+        self.dataset = load_identities(cfg.data, cfg.ids)
+        self.tracklets: list[Tracklet] = self.dataset.train
+        if not self.tracklets:
+            raise TracklinkError(f"no training tracklets in {cfg.data} (ids: {cfg.ids or 'all'})")
+        self.classes = self.dataset.identities("train")
+        if len(self.classes) < 2:
+            raise TracklinkError(f"training needs at least 2 identities, {cfg.data} gives {len(self.classes)}")
+        if cfg.p > len(self.classes):
+            raise TracklinkError(f"--p {cfg.p} identities per batch, but only {len(self.classes)} are selected")
+        self.eval_dataset = load_identities(cfg.data, cfg.eval_ids) if cfg.eval_ids else None
+
+        self.model, self.meta = self._build_model()
+        self.model.to(self.device)
+        self.criterion = build_criterion(cfg.loss, cls=cfg.cls_loss, alpha=cfg.alpha, sigma=cfg.sigma,
+                                         lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+        labels = {pid: i for i, pid in enumerate(self.classes)}
+        self.clips = ClipDataset(self.tracklets, labels, t=cfg.t, input_size=cfg.input_size,
+                                 mean=self.meta.mean, std=self.meta.std, train=True, seed=cfg.seed)
+        self.sampler = PKTSampler(self.tracklets, p=cfg.p, k=cfg.k, seed=cfg.seed)
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
+        if cfg.max_batches_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.position = Position()
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_model(self) -> tuple[ReIDModel, ModelMeta]:
+        cfg = self.cfg
+        if cfg.init:
+            model, meta = load_init(cfg.init)
+            if meta.arch != cfg.arch:
+                log.warning("--init %s is %s; training that architecture, not --arch %s", cfg.init, meta.arch, cfg.arch)
+            if tuple(meta.input_size) != tuple(cfg.input_size):
+                log.warning("--init %s expects %s input; using it instead of %s", cfg.init, meta.input_size, cfg.input_size)
+            if meta.bn_folded:
+                self._reinflate(model, meta)
+                meta.bn_folded = False
+        else:
+            model = build_model(cfg.arch)
+            meta = ModelMeta(arch=cfg.arch, input_size=tuple(cfg.input_size), embedding_dim=0)
+        model.head.reset_classifier(len(self.classes))
+        model.pooling = cfg.pooling
+        meta.classes = list(self.classes)
+        meta.pooling = cfg.pooling
+        meta.embedding_dim = model.embedding_dim
+        meta.source = f"tracklink train on {cfg.data}"
+        meta.link_threshold = None  # a new embedding space needs a new calibration
+        return model, meta
+
+    def _reinflate(self, model: ReIDModel, meta: ModelMeta, max_images: int = 256) -> None:
+        """Imported ONNX weights have BN folded in; estimate real BN statistics on training images."""
+        rng = np.random.default_rng(self.cfg.seed)
+        frames = [f for t in self.tracklets for f in t.frames]
+        chosen = [frames[i] for i in sorted(rng.choice(len(frames), min(max_images, len(frames)), replace=False))]
+        batches = (torch.from_numpy(preprocess_crops([read_image(p) for p in chosen[i:i + 32]],
+                                                     meta.input_size, meta.mean, meta.std))
+                   for i in range(0, len(chosen), 32))
+        reinflate_batchnorm(model, batches)
+        log.info("re-estimated BN statistics of the imported model on %d training images", len(chosen))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.out / LAST
+        atomic_torch_save({
+            "format": "tracklink", "version": 1, "meta": self.meta.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "train_state": {
+                "config": self.cfg.to_dict(),
+                "position": vars(self.position).copy(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(self.history),
+            },
+        }, path)
+        return path
+
+    def resume(self, path: Path | None = None) -> None:
+        path = path or self.out / LAST
+        payload = read_checkpoint(path)
+        state = payload.get("train_state")
+        if state is None:
+            raise TracklinkError(f"{path} holds no training state (an exported or imported model?); "
+                                 "pass it as --init to start a new run from its weights")
+        saved = TrainConfig.from_dict(state["config"])
+        for key in ("data", "ids", "arch", "p", "k", "t", "seed", "epochs", "loss", "cls_loss"):
+            if getattr(saved, key) != getattr(self.cfg, key):
+                raise TracklinkError(f"--resume with a different {key} ({getattr(self.cfg, key)!r}) than the run in "
+                                     f"{path} ({getattr(saved, key)!r}); resume with the same options or start a new --out")
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.position = Position(**state["position"])
+        self.history = json.loads(state["history"])
+        self._truncate_step_log()
+        log.info("resumed %s at epoch %d, batch %d (step %d)", path, self.position.epoch + 1,
+                 self.position.batch, self.position.step)
+
+    def _truncate_step_log(self) -> None:
+        """Steps logged after the checkpoint will run again; drop them so the log has no duplicates."""
+        steps = self.out / "steps.jsonl"
+        if steps.exists():
+            kept = [line for line in steps.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.position.step]
+            steps.write_text("".join(line + "\n" for line in kept))
+
+    # ------------------------------------------------------------------ loop
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.cfg.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def _step(self, clips: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        b, t = clips.shape[:2]
+        clips, labels = clips.to(self.device, non_blocking=True), labels.to(self.device)
+        lr = learning_rate(self.cfg, self.position.step, self.total_steps, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            out = self.model.forward_train(clips.flatten(0, 1))
+            loss, parts = self.criterion(out.feat, out.embedding, out.logits, labels, clip_len=t)
+        if not torch.isfinite(loss):
+            raise TracklinkError(
+                f"loss became {loss.item()} at epoch {self.position.epoch + 1}, batch {self.position.batch} "
+                f"({parts}); the last good checkpoint is {self.out / LAST}. Lower --lr, or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in parts.items()}}
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        torch.manual_seed(cfg.seed) if self.position.step == 0 else None
+        stop: dict[str, Any] = {}
+        last_save = time.monotonic()
+        with _stop_on_signals(stop), open(self.out / "steps.jsonl", "a") as step_log:
+            while self.position.epoch < cfg.epochs:
+                epoch = self.position.epoch
+                self._set_train_mode()
+                sums: dict[str, float] = {}
+                count, started = 0, time.monotonic()
+                loader = make_loader(self.clips, self.sampler, epoch, self.position.batch, cfg.workers)
+                bar = tqdm(total=self.steps_per_epoch, initial=self.position.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch", disable=not cfg.progress, dynamic_ncols=True)
+                try:
+                    for _batch, (clips, labels, _cams) in loader:
+                        if self.position.batch >= self.steps_per_epoch:
+                            break
+                        parts = self._step(clips, labels)
+                        self.position.batch += 1
+                        self.position.step += 1
+                        step_log.write(json.dumps({"epoch": epoch + 1, "batch": self.position.batch,
+                                                   "step": self.position.step, **parts}) + "\n")
+                        step_log.flush()
+                        for k, v in parts.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{parts['loss']:.4f}")
+                        if stop.get("signal"):
+                            raise StopRequested(stop["signal"])
+                        if time.monotonic() - last_save > cfg.checkpoint_seconds:
+                            self.save()
+                            last_save = time.monotonic()
+                except StopRequested as exc:
+                    path = self.save()
+                    raise TracklinkError(f"stopped by {exc}; progress saved to {path}. Continue with "
+                                         f"`tracklink train --resume --out {self.out}`") from None
+                except TracklinkError as exc:
+                    raise _unwrap_worker_error(exc) from None
+                finally:
+                    bar.close()
+                record = {"epoch": epoch + 1, "steps": self.position.step, "seconds": round(time.monotonic() - started, 2),
+                          **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()}}
+                self.position = Position(epoch + 1, 0, self.position.step)
+                if self.eval_dataset is not None:
+                    record.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_dataset).items()
+                                   if k.startswith(("image_", "tracklet_"))})
+                self.history.append(record)
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                self.save()
+                last_save = time.monotonic()
+                log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        return {"out": str(self.out / LAST), "epochs": cfg.epochs, "steps": self.position.step,
+                "history": self.history}
+
+    @torch.no_grad()
+    def evaluate(self, dataset: VideoDataset) -> dict[str, Any]:
+        from tracklink.train.evaluate import evaluate
+
+        self.model.eval()
+        meta = self.meta
+
+        def embed(crops: list[np.ndarray]) -> np.ndarray:
+            x = torch.from_numpy(preprocess_crops(crops, meta.input_size, meta.mean, meta.std)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+        try:
+            return evaluate(embed, dataset, progress=self.cfg.progress)
+        finally:
+            self._set_train_mode()
