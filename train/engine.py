@@ -113,6 +113,7 @@ def _unwrap_worker_error(exc: Exception) -> Exception:
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        torch.manual_seed(cfg.seed)  # weight init and the new classifier; the data order has its own seeds
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -219,12 +220,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.position = Position(**state["position"])
         self.history = json.loads(state["history"])
-        self._truncate_step_log()
+        self._truncate_logs()
         log.info("resumed %s at epoch %d, batch %d (step %d)", path, self.position.epoch + 1,
                  self.position.batch, self.position.step)
 
-    def _truncate_step_log(self) -> None:
-        """Steps logged after the checkpoint will run again; drop them so the log has no duplicates."""
+    def _truncate_logs(self) -> None:
+        """Steps and epochs logged after the checkpoint will run again; drop them so the logs hold no duplicates."""
+        (self.out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
         steps = self.out / "steps.jsonl"
         if steps.exists():
             kept = [line for line in steps.read_text().splitlines()
@@ -264,9 +266,11 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        torch.manual_seed(cfg.seed) if self.position.step == 0 else None
         stop: dict[str, Any] = {}
         last_save = time.monotonic()
+        if self.eval_dataset is not None and self.position.step == 0 and not self.history:
+            # Epoch 0: the starting point, so every run reports before and after on the held-out ids.
+            self._log_epoch({"epoch": 0, "steps": 0, **self._eval_record()})
         with _stop_on_signals(stop), open(self.out / "steps.jsonl", "a") as step_log:
             while self.position.epoch < cfg.epochs:
                 epoch = self.position.epoch
@@ -308,16 +312,21 @@ class Trainer:
                           **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()}}
                 self.position = Position(epoch + 1, 0, self.position.step)
                 if self.eval_dataset is not None:
-                    record.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_dataset).items()
-                                   if k.startswith(("image_", "tracklet_"))})
-                self.history.append(record)
-                with open(self.out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                    record.update(self._eval_record())
+                self._log_epoch(record)
                 self.save()
                 last_save = time.monotonic()
                 log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
         return {"out": str(self.out / LAST), "epochs": cfg.epochs, "steps": self.position.step,
                 "history": self.history}
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _eval_record(self) -> dict[str, float]:
+        return {f"eval_{k}": v for k, v in self.evaluate(self.eval_dataset).items() if k.startswith(("image_", "tracklet_"))}
 
     @torch.no_grad()
     def evaluate(self, dataset: VideoDataset) -> dict[str, Any]:
