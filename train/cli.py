@@ -44,11 +44,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-seconds", type=float, help="mid-epoch checkpoint interval (default 60)")
     p.add_argument("--max-batches-per-epoch", type=int, help="cap an epoch's length (quick experiments)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    dist = p.add_argument_group("distributed (torchrun / DDP)")
+    dist.add_argument("--nproc", type=int, default=None,
+                      help="launch N local processes with torchrun (gloo on CPU, NCCL on GPUs); for several "
+                           "nodes call `torchrun ... -m tracklink train` yourself")
+    dist.add_argument("--gather-embeddings", action="store_const", const=True,
+                      help="all-gather embeddings so OSM+CAA mines pairs over the global batch")
+    dist.add_argument("--verify-sync", action="store_const", const=True,
+                      help="check after every step that all ranks hold identical weights")
+    dist.add_argument("--dist-timeout", type=float, help="seconds a collective may wait (default 600)")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False)
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 
-_NOT_CONFIG = {"config", "resume", "json", "command", "verbose", "_module"}
+_NOT_CONFIG = {"config", "resume", "json", "command", "verbose", "_module", "_argv", "nproc"}
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from tracklink import TracklinkError
     from tracklink.train.config import TrainConfig, load_config
     from tracklink.train.engine import LAST, Trainer
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise TracklinkError(f"--nproc must be at least 1, got {args.nproc}")
+        from tracklink.train.distributed import launch
+
+        return launch(args.nproc, _without_nproc(args._argv))
 
     overrides = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     if args.resume:
@@ -77,9 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise TracklinkError("no training data: pass --data KIND:PATH (e.g. --data folder:path/to/ids)")
 
     trainer = Trainer(cfg)
-    if args.resume:
-        trainer.resume()
-    summary = trainer.fit()
+    try:
+        if args.resume:
+            trainer.resume()
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    if not trainer.dist.is_main:
+        return 0
     if args.json:
         print(json.dumps(summary))
     else:

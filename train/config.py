@@ -46,6 +46,10 @@ class TrainConfig:
     checkpoint_seconds: float = 60.0  # mid-epoch checkpoint interval, so a kill loses at most this much
     max_batches_per_epoch: int | None = None
     progress: bool = True
+    # Distributed (torchrun): pair mining over the global batch instead of each rank's own.
+    gather_embeddings: bool = False
+    verify_sync: bool = False  # compare weight checksums across ranks after every step (debugging)
+    dist_timeout: float = 600.0  # seconds any collective may wait before the job is ended
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

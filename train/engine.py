@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -28,6 +29,7 @@ from tracklink.models.checkpoint import ModelMeta, atomic_torch_save, load_check
 from tracklink.models.onnx_import import import_weights, reinflate_batchnorm
 from tracklink.models.preprocess import preprocess_crops, read_image
 from tracklink.models.reid import ReIDModel, build_model
+from tracklink.train import distributed
 from tracklink.train.config import TrainConfig
 from tracklink.train.datasets import Tracklet, VideoDataset, load_dataset, select_ids
 from tracklink.train.losses import build_criterion
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)
 LAST = "last.pt"
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TracklinkError(f"--device {name} asked for CUDA, but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
@@ -101,6 +103,28 @@ def _stop_on_signals(flag: dict[str, Any]) -> Iterator[None]:
             signal.signal(s, h)
 
 
+class _TrainForward(nn.Module):
+    """The training forward as a module's forward, so DDP sees (and synchronises) it."""
+
+    def __init__(self, model: ReIDModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        out = self.model.forward_train(images)
+        return out.feat, out.embedding, out.logits
+
+
+def _param_checksum(model: nn.Module) -> str:
+    """Bit-exact fingerprint of the weights: equal on every rank exactly when the weights are equal."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _unwrap_worker_error(exc: Exception) -> Exception:
     """DataLoader re-raises worker errors with the worker traceback in the message; keep our own message."""
     text = str(exc)
@@ -115,8 +139,13 @@ class Trainer:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # weight init and the new classifier; the data order has its own seeds
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.env_from_torchrun()
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
+        distributed.init(self.dist, self.device, cfg.dist_timeout)
         self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.progress = cfg.progress and self.dist.is_main
+        if not self.dist.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # one log, from rank 0
 
         self.dataset = load_identities(cfg.data, cfg.ids)
         self.tracklets: list[Tracklet] = self.dataset.train
@@ -125,12 +154,22 @@ class Trainer:
         self.classes = self.dataset.identities("train")
         if len(self.classes) < 2:
             raise TracklinkError(f"training needs at least 2 identities, {cfg.data} gives {len(self.classes)}")
-        if cfg.p > len(self.classes):
-            raise TracklinkError(f"--p {cfg.p} identities per batch, but only {len(self.classes)} are selected")
+        if cfg.p * self.dist.world_size > len(self.classes):
+            raise TracklinkError(f"--p {cfg.p} identities per batch on each of {self.dist.world_size} process(es), "
+                                 f"but only {len(self.classes)} are selected")
         self.eval_dataset = load_identities(cfg.data, cfg.eval_ids) if cfg.eval_ids else None
 
         self.model, self.meta = self._build_model()
         self.model.to(self.device)
+        self.train_forward: nn.Module = _TrainForward(self.model)
+        if self.dist.enabled:
+            if self.device.type == "cuda":
+                # BN statistics over the global batch. SyncBatchNorm is CUDA-only: on gloo/CPU each rank
+                # normalises by its own batch (use --freeze-bn where that matters).
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.train_forward = _TrainForward(self.model)
+            self.train_forward = nn.parallel.DistributedDataParallel(
+                self.train_forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.criterion = build_criterion(cfg.loss, cls=cfg.cls_loss, alpha=cfg.alpha, sigma=cfg.sigma,
                                          lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -138,9 +177,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
         labels = {pid: i for i, pid in enumerate(self.classes)}
-        self.clips = ClipDataset(self.tracklets, labels, t=cfg.t, input_size=cfg.input_size,
+        self.clips = ClipDataset(self.tracklets, labels, t=cfg.t, input_size=self.meta.input_size,
                                  mean=self.meta.mean, std=self.meta.std, train=True, seed=cfg.seed)
-        self.sampler = PKTSampler(self.tracklets, p=cfg.p, k=cfg.k, seed=cfg.seed)
+        # One global plan of P * world identities per step; each rank takes its own P (a partition).
+        self.sampler = PKTSampler(self.tracklets, p=cfg.p * self.dist.world_size, k=cfg.k, seed=cfg.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         if cfg.max_batches_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
@@ -188,6 +228,8 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.out / LAST
+        if not self.dist.is_main:
+            return path  # rank 0 writes; every rank holds the same weights and position
         atomic_torch_save({
             "format": "tracklink", "version": 1, "meta": self.meta.to_dict(),
             "state_dict": self.model.state_dict(),
@@ -220,7 +262,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.position = Position(**state["position"])
         self.history = json.loads(state["history"])
-        self._truncate_logs()
+        if self.dist.is_main:
+            self._truncate_logs()
         log.info("resumed %s at epoch %d, batch %d (step %d)", path, self.position.epoch + 1,
                  self.position.batch, self.position.step)
 
@@ -250,36 +293,53 @@ class Trainer:
             group["lr"] = lr
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
-            out = self.model.forward_train(clips.flatten(0, 1))
-            loss, parts = self.criterion(out.feat, out.embedding, out.logits, labels, clip_len=t)
+            feat, embedding, logits = self.train_forward(clips.flatten(0, 1))
+            scale = 1.0
+            if self.cfg.gather_embeddings and self.dist.enabled:
+                # The loss of the global batch on every rank, backpropagated into local samples only;
+                # DDP averages gradients over ranks, so scaling by the world size gives the full gradient.
+                feat, embedding, logits, labels = (distributed.all_gather_with_grad(x)
+                                                   for x in (feat, embedding, logits, labels))
+                scale = float(self.dist.world_size)
+            loss, parts = self.criterion(feat, embedding, logits, labels, clip_len=t)
         if not torch.isfinite(loss):
             raise TracklinkError(
                 f"loss became {loss.item()} at epoch {self.position.epoch + 1}, batch {self.position.batch} "
                 f"({parts}); the last good checkpoint is {self.out / LAST}. Lower --lr, or check the data")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * scale).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in parts.items()}}
+        record = {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in parts.items()}}
+        if self.cfg.verify_sync and self.dist.enabled:
+            record["param_checksums"] = distributed.all_gather_objects(_param_checksum(self.model))
+            if len(set(record["param_checksums"])) != 1:
+                raise TracklinkError(f"ranks diverged at step {self.position.step + 1}: parameter checksums "
+                                     f"{record['param_checksums']}")
+        return record
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         stop: dict[str, Any] = {}
         last_save = time.monotonic()
         if self.eval_dataset is not None and self.position.step == 0 and not self.history:
             # Epoch 0: the starting point, so every run reports before and after on the held-out ids.
             self._log_epoch({"epoch": 0, "steps": 0, **self._eval_record()})
-        with _stop_on_signals(stop), open(self.out / "steps.jsonl", "a") as step_log:
+        # Logs, checkpoints and progress bars come from rank 0 only.
+        with _stop_on_signals(stop), open(self.out / "steps.jsonl" if main else os.devnull, "a") as step_log:
             while self.position.epoch < cfg.epochs:
                 epoch = self.position.epoch
                 self._set_train_mode()
                 sums: dict[str, float] = {}
                 count, started = 0, time.monotonic()
-                loader = make_loader(self.clips, self.sampler, epoch, self.position.batch, cfg.workers)
+                loader = make_loader(self.clips, self.sampler, epoch, self.position.batch, cfg.workers,
+                                     rank=self.dist.rank, world_size=self.dist.world_size)
                 bar = tqdm(total=self.steps_per_epoch, initial=self.position.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="batch", disable=not cfg.progress, dynamic_ncols=True)
+                           unit="batch", disable=not self.progress, dynamic_ncols=True)
                 try:
                     for _batch, (clips, labels, _cams) in loader:
                         if self.position.batch >= self.steps_per_epoch:
@@ -291,12 +351,13 @@ class Trainer:
                                                    "step": self.position.step, **parts}) + "\n")
                         step_log.flush()
                         for k, v in parts.items():
-                            sums[k] = sums.get(k, 0.0) + v
+                            if isinstance(v, float):
+                                sums[k] = sums.get(k, 0.0) + v
                         count += 1
                         bar.update(1)
                         bar.set_postfix(loss=f"{parts['loss']:.4f}")
-                        if stop.get("signal"):
-                            raise StopRequested(stop["signal"])
+                        if distributed.any_rank(bool(stop.get("signal")), self.device):
+                            raise StopRequested(stop.get("signal") or "a signal to another rank")
                         if time.monotonic() - last_save > cfg.checkpoint_seconds:
                             self.save()
                             last_save = time.monotonic()
@@ -320,8 +381,13 @@ class Trainer:
         return {"out": str(self.out / LAST), "epochs": cfg.epochs, "steps": self.position.step,
                 "history": self.history}
 
+    def close(self) -> None:
+        distributed.shutdown()
+
     def _log_epoch(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if not self.dist.is_main:
+            return
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -340,6 +406,8 @@ class Trainer:
             return self.model(x).float().cpu().numpy()
 
         try:
-            return evaluate(embed, dataset, progress=self.cfg.progress)
+            # Each rank embeds its shard of the frames; rank 0 scores the gathered features.
+            return evaluate(embed, dataset, progress=self.progress, rank=self.dist.rank,
+                            world_size=self.dist.world_size, gather=distributed.all_gather_objects)
         finally:
             self._set_train_mode()

@@ -19,25 +19,46 @@ EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
 
 
 def embed_tracklets(embed: EmbedFn, tracklets: Sequence[Tracklet], batch_size: int = 64,
-                    progress: bool = True, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
-    """Embed every frame once; returns (features (F, D), index of each frame's tracklet (F,))."""
+                    progress: bool = True, desc: str = "embed", rank: int = 0, world_size: int = 1,
+                    gather: Callable[[object], list] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every frame once; returns (features (F, D), index of each frame's tracklet (F,)).
+
+    With world_size > 1 this rank embeds frames rank, rank + world_size, ... and `gather` (an all-gather
+    of Python objects) assembles the full matrix on every rank.
+    """
     frames = [(i, path) for i, t in enumerate(tracklets) for path in t.frames]
+    mine = frames[rank::world_size]
     feats: list[np.ndarray] = []
-    with tqdm(total=len(frames), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start:start + batch_size]
+    with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start:start + batch_size]
             feats.append(np.asarray(embed([read_image(p) for _, p in chunk]), dtype=np.float32))
             bar.update(len(chunk))
+    local = np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    if world_size > 1:
+        shards = gather(local)
+        full = np.empty((len(frames), max(s.shape[1] for s in shards)), np.float32)
+        for r, shard in enumerate(shards):
+            if len(shard):
+                full[r::world_size] = shard
+        local = full
     owner = np.fromiter((i for i, _ in frames), dtype=np.int64, count=len(frames))
-    return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32), owner
+    return local, owner
 
 
-def evaluate(embed: EmbedFn, dataset: VideoDataset, batch_size: int = 64, progress: bool = True) -> dict:
-    """Returns image_* and tracklet_* rank1/rank5/mAP, plus the sample counts."""
+def evaluate(embed: EmbedFn, dataset: VideoDataset, batch_size: int = 64, progress: bool = True,
+             rank: int = 0, world_size: int = 1, gather: Callable[[object], list] | None = None) -> dict:
+    """Returns image_* and tracklet_* rank1/rank5/mAP, plus the sample counts.
+
+    Distributed: every rank embeds a shard (see `embed_tracklets`); rank 0 scores, the others return {}.
+    """
     same_set = dataset.query is dataset.gallery or dataset.query == dataset.gallery
     splits = [("query", dataset.query)] if same_set else [("query", dataset.query), ("gallery", dataset.gallery)]
-    embedded = {name: embed_tracklets(embed, tracks, batch_size, progress, desc=f"embed {name}")
+    embedded = {name: embed_tracklets(embed, tracks, batch_size, progress, desc=f"embed {name}",
+                                      rank=rank, world_size=world_size, gather=gather)
                 for name, tracks in splits}
+    if rank != 0:
+        return {}
     if same_set:
         embedded["gallery"] = embedded["query"]
 

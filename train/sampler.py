@@ -144,18 +144,24 @@ class ClipDataset(Dataset):
 class _EpochBatches:
     """The batch sampler handed to DataLoader: one epoch's plan from `start_batch` on, as ClipKeys."""
 
-    def __init__(self, sampler: PKTSampler, epoch: int, start_batch: int):
+    def __init__(self, sampler: PKTSampler, epoch: int, start_batch: int, rank: int = 0, world_size: int = 1):
         self.plan = sampler.epoch_batches(epoch)
         if not 0 <= start_batch <= len(self.plan):
             raise TracklinkError(f"cannot resume at batch {start_batch}: epoch {epoch} has {len(self.plan)} batches")
+        if sampler.p % world_size:
+            raise TracklinkError(f"a global batch of P={sampler.p} identities does not split over {world_size} ranks")
         self.epoch, self.start = epoch, start_batch
+        # Each rank takes a contiguous block of whole identities (P / world of them, K slots each). Slots keep
+        # their global index, so a rank's clips are exactly those of a single process on the global batch.
+        share = sampler.p // world_size * sampler.k
+        self.slots = range(rank * share, (rank + 1) * share)
 
     def __len__(self) -> int:
         return len(self.plan) - self.start
 
     def __iter__(self) -> Iterator[list[ClipKey]]:
         for b in range(self.start, len(self.plan)):
-            yield [ClipKey(self.epoch, b, slot, idx) for slot, idx in enumerate(self.plan[b])]
+            yield [ClipKey(self.epoch, b, slot, self.plan[b][slot]) for slot in self.slots]
 
 
 class _Keyed(Dataset):
@@ -179,11 +185,12 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(dataset: ClipDataset, sampler: PKTSampler, epoch: int, start_batch: int = 0,
-                num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+                num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
     """A DataLoader over one epoch from `start_batch`, yielding ``(batch_idx, (clips, labels, cams))``.
 
-    `clips` is (P*K, T, 3, H, W) float32; `labels` and `cams` are int64 (P*K,).
+    `clips` is (P*K, T, 3, H, W) float32; `labels` and `cams` are int64 (P*K,). With `world_size` > 1 the
+    sampler's P identities are split over the ranks: this rank gets P / world_size of them.
     """
-    return DataLoader(_Keyed(dataset), batch_sampler=_EpochBatches(sampler, epoch, start_batch),
+    return DataLoader(_Keyed(dataset), batch_sampler=_EpochBatches(sampler, epoch, start_batch, rank, world_size),
                       num_workers=num_workers, collate_fn=_collate, pin_memory=pin_memory,
                       worker_init_fn=_worker_init if num_workers > 0 else None)
