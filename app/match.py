@@ -1,0 +1,155 @@
+"""Link tracklets given as crops into global identities: DIR/<camera>/<tracklet>/<frame>.<ext> -> JSON.
+
+Writes {"<camera>/<tracklet>": global_id, ...}, ids 1, 2, ... by first appearance. This is the linking code
+of `tracklink batch` (tracklink.app.link) without timestamps: crops carry no time, so two tracklets of one
+camera are taken NOT to overlap (they may be one person leaving and coming back) and no transit window
+applies. `--mode batch` clusters all tracklets at once. `--mode online` calls the online linker as a live
+run does, once when a tracklet matures and once when it ends: they mature one at a time in (camera,
+tracklet) order and end, in the same order, after all have been seen. The threshold comes from
+--link-threshold, else the model's metadata, else the `tracklink calibrate` sidecar beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tracklink.app.link import LinkConfig
+    from tracklink.app.records import Tracklet
+
+LAYOUT = "DIR/<camera>/<tracklet>/<frame>.<jpg|jpeg|png|bmp>"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help=f"crops laid out {LAYOUT}")
+    p.add_argument("--model", required=True, help="re-ID model: tracklink checkpoint (.pt), ONNX or TensorRT engine")
+    p.add_argument("--out", required=True, help="output JSON: {\"<camera>/<tracklet>\": global_id}")
+    p.add_argument("--link-threshold", type=float, default=None,
+                   help="cosine similarity to join an identity (default: the model's calibrated threshold)")
+    p.add_argument("--mode", choices=("batch", "online"), default="batch",
+                   help="batch: cluster everything at once (default); online: link one tracklet at a time")
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="override the file-type choice")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per embedder call")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
+    """(camera, tracklet, frame paths) in natural order; errors name the folder that breaks the layout."""
+    from tracklink import TracklinkError
+    from tracklink.train.datasets import IMAGE_EXTS, natural_key
+
+    root = Path(root)
+    if not root.is_dir():
+        raise TracklinkError(f"--data {root} is not a folder; expected {LAYOUT}")
+
+    def subdirs(folder: Path) -> list[Path]:
+        return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: natural_key(p.name))
+
+    layout = []
+    for cam in subdirs(root):
+        stray = [p.name for p in cam.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+        if stray:
+            raise TracklinkError(f"{cam} holds images ({stray[0]}, ...) directly; put each tracklet's crops in "
+                                 f"a folder of its own: {LAYOUT}")
+        for trk in subdirs(cam):
+            frames = sorted((p for p in trk.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
+                            key=lambda p: natural_key(p.name))
+            if not frames:
+                raise TracklinkError(f"tracklet folder {trk} holds no images; expected {LAYOUT}")
+            layout.append((cam.name, trk.name, frames))
+    if not layout:
+        raise TracklinkError(f"no tracklets under {root}; expected {LAYOUT}")
+    return layout
+
+
+def embed_crop_tracklets(embed: Callable[[list], "np.ndarray"], layout: Sequence[tuple[str, str, list[Path]]],
+                         batch_size: int = 64, progress: bool = True) -> list["Tracklet"]:
+    """One pipeline Tracklet per folder: pooled feature, frame count, unknown (NaN) times.
+
+    Crops of all tracklets share embedder calls of `batch_size`, as the pipeline batches across cameras.
+    `track_id` is the folder's 1-based position within its camera.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from tracklink.app.records import Tracklet
+    from tracklink.models.preprocess import read_image
+
+    nan = float("nan")
+    tracklets, position = [], {}
+    for cam, _, frames in layout:
+        position[cam] = position.get(cam, 0) + 1
+        tracklets.append(Tracklet(cam, position[cam], 1, len(frames), nan, nan, ended=True))
+    frames = [(i, path) for i, (_, _, paths) in enumerate(layout) for path in paths]
+    with tqdm(total=len(frames), desc="embed", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start:start + batch_size]
+            feats = np.asarray(embed([read_image(p) for _, p in chunk]), dtype=np.float32)
+            for (i, _), f in zip(chunk, feats):
+                t = tracklets[i]
+                t.feature_sum = f.copy() if t.feature_sum is None else t.feature_sum + f
+                t.num_embeddings += 1
+                t.num_boxes += 1
+            bar.update(len(chunk))
+    return tracklets
+
+
+def match_tracklets(tracklets: Sequence["Tracklet"], config: "LinkConfig", mode: str = "batch") -> dict[str, int]:
+    """{tracklet.key: global id} by batch clustering, or by the online linker fed in the given order."""
+    from tracklink.app.link import OnlineLinker, cluster_tracklets
+
+    if mode == "batch":
+        return cluster_tracklets(tracklets, config)
+    if mode != "online":
+        raise ValueError(f"unknown mode {mode!r}; expected 'batch' or 'online'")
+    linker = OnlineLinker(config)
+    for t in tracklets:  # each one matures, in order...
+        linker.link(t)
+    for t in tracklets:  # ...and ends once all have been seen
+        linker.link(t)
+    dense: dict[int, int] = {}  # the linker never reuses ids, so some are gone: renumber 1, 2, ...
+    return {t.key: dense.setdefault(t.global_id, len(dense) + 1) for t in tracklets}
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    import time
+
+    layout = read_crop_layout(args.data)  # a bad folder fails before the model is loaded
+
+    from tracklink.app.link import LinkConfig, resolve_threshold
+    from tracklink.export.runtime import open_embedder
+
+    embedder = open_embedder(args.model, backend=args.backend, device=args.device)
+    config = LinkConfig(threshold=resolve_threshold(args.model, embedder.meta, args.link_threshold))
+    start = time.perf_counter()
+    tracklets = embed_crop_tracklets(embedder.embed, layout, args.batch_size, args.progress)
+    ids = match_tracklets(tracklets, config, args.mode)
+    result = {f"{cam}/{name}": ids[t.key] for (cam, name, _), t in zip(layout, tracklets)}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(tmp, out)
+
+    cameras_per_id: dict[int, set[str]] = {}
+    for key, gid in result.items():
+        cameras_per_id.setdefault(gid, set()).add(key.split("/", 1)[0])
+    print(json.dumps({
+        "out": str(out), "mode": args.mode, "model": str(args.model), "backend": embedder.backend,
+        "threshold": config.threshold, "cameras": len({cam for cam, _, _ in layout}), "tracklets": len(result),
+        "images": sum(len(frames) for _, _, frames in layout), "identities": len(cameras_per_id),
+        "multi_camera_identities": sum(len(c) > 1 for c in cameras_per_id.values()),
+        "seconds": round(time.perf_counter() - start, 3),
+    }))
+    return 0
