@@ -1,0 +1,222 @@
+"""Person detection: YOLOX ONNX under ONNX Runtime, or any ultralytics model. Person class only.
+
+`make_detector("yolox:PATH")` runs a YOLOX export (the shared yolox_nano.onnx, or a TensorRT engine built
+from it) with its own letterbox and grid decode; anything else goes to `ultralytics.YOLO` (.pt/.onnx/.engine,
+or a released name such as yolo11n.pt that ultralytics downloads). Offline, a released name fails fast with a
+message saying how to pass a local file, instead of ultralytics retrying its download.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from tracklink import TracklinkError
+from tracklink.app.records import Detections
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "yolo11n.pt"
+PERSON = 0  # COCO class id of "person", for YOLOX and ultralytics' COCO models alike
+YOLOX_STRIDES = (8, 16, 32)
+YOLOX_PAD = 114
+OFFLINE_HINT = ("pass a local model with --detector, e.g. `--detector yolox:path/to/yolox_nano.onnx` or "
+                "`--detector path/to/yolo11n.pt`")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # Low on purpose: ByteTrack's second association recovers occluded people from 0.1-0.25 boxes; the
+    # tracker's own thresholds decide which boxes start tracks.
+    conf: float = 0.1
+    iou: float = 0.7  # NMS IoU; crowds need a high value or neighbours suppress each other (ultralytics' default)
+
+
+class Detector(Protocol):
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+def _providers(device: str | None) -> list[str]:
+    """CUDA when present, CPU last so a broken CUDA install degrades instead of failing.
+
+    Not ORT's TensorRT provider: it builds an engine on first use, minutes of silent start-up.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+class YoloxDetector:
+    """YOLOX with raw grid outputs (xy offsets, log wh, sigmoid obj and class scores).
+
+    An ONNX runs under ONNX Runtime; a TensorRT engine built from it (with its tracklink sidecar, task
+    "detector") runs through export/tensorrt.py's runner.
+    """
+
+    def __init__(self, path: str | Path, config: DetectorConfig = DetectorConfig(), device: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TracklinkError(f"detector model not found: {self.path}")
+        if self.path.suffix.lower() in (".engine", ".plan"):
+            from tracklink.export.tensorrt import TrtRunner
+
+            runner = TrtRunner(self.path, int(device.split(":")[1]) if device and ":" in device else 0)
+            if runner.sidecar.task != "detector":
+                raise TracklinkError(f"{self.path} is a {runner.sidecar.task} engine, not a detector")
+            self.input_size = tuple(runner.sidecar.input_size)
+            self._run = runner
+            anchors = None
+        else:
+            import onnxruntime as ort
+
+            try:
+                session = ort.InferenceSession(str(self.path), providers=_providers(device))
+            except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/RuntimeException types
+                raise TracklinkError(f"cannot load YOLOX model {self.path}: "
+                                     f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}. "
+                                     "Is it a YOLOX ONNX export?") from None
+            inp = session.get_inputs()[0]
+            if len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[2:]):
+                raise TracklinkError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
+            self.input_size = (int(inp.shape[2]), int(inp.shape[3]))
+            self._run = lambda blob: session.run(None, {inp.name: blob})[0]
+            anchors = session.get_outputs()[0].shape
+        self.config = config
+        self._grid, self._stride = self._make_grid(*self.input_size)
+        if anchors is not None and (len(anchors) != 3
+                                    or (isinstance(anchors[1], int) and anchors[1] != len(self._grid))):
+            raise TracklinkError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
+                                 f"({len(self._grid)} anchors expected); export it without decode_in_inference")
+
+    @staticmethod
+    def _make_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        grids, strides = [], []
+        for s in YOLOX_STRIDES:
+            ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")
+            grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+            strides.append(np.full((grids[-1].shape[0], 1), s))
+        return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Letterbox to the input size keeping aspect, padded with 114 at the bottom/right, as YOLOX trains."""
+        import cv2
+
+        h, w = self.input_size
+        r = min(h / image.shape[0], w / image.shape[1])
+        nh, nw = int(image.shape[0] * r), int(image.shape[1] * r)
+        padded = np.full((h, w, 3), YOLOX_PAD, np.uint8)
+        padded[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32), r
+
+    def detect(self, image: np.ndarray) -> Detections:
+        import cv2
+
+        blob, r = self.preprocess(image)
+        raw = self._run(blob)[0]
+        scores = raw[:, 4] * raw[:, 5 + PERSON]
+        keep = scores >= self.config.conf
+        if not keep.any():
+            return Detections.empty()
+        raw, scores = raw[keep], scores[keep]
+        xy = (raw[:, :2] + self._grid[keep]) * self._stride[keep]
+        wh = np.exp(raw[:, 2:4]) * self._stride[keep]
+        xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1) / r
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, image.shape[1])
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, image.shape[0])
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        idx = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.config.conf, self.config.iou),
+                         dtype=np.int64).reshape(-1)
+        return Detections(xyxy[idx].astype(np.float32), scores[idx].astype(np.float32),
+                          np.full(len(idx), PERSON, np.int64))
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        # The shared export has a fixed batch of 1: one run per image.
+        return [self.detect(image) for image in images]
+
+
+def github_reachable(timeout: float = 3.0) -> bool:
+    """Where ultralytics downloads its released weights from; one TCP connect, not its retry loop."""
+    try:
+        socket.create_connection(("github.com", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_ultralytics_model(spec: str) -> str:
+    """A local file, or the cache path that ultralytics will download a released name into."""
+    from tracklink.app.weights import cache_dir
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.name != spec:
+        raise TracklinkError(f"detector model not found: {spec}")
+    from ultralytics.utils import SETTINGS
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    target = cache_dir() / "ultralytics" / spec
+    for candidate in (Path.cwd() / spec, Path(SETTINGS["weights_dir"]) / spec, target):
+        if candidate.is_file():
+            return str(candidate)
+    if spec not in GITHUB_ASSETS_NAMES:
+        raise TracklinkError(f"detector {spec!r} is neither a file nor a model that ultralytics publishes; "
+                             f"{OFFLINE_HINT}")
+    if not github_reachable():
+        raise TracklinkError(f"cannot download the detector {spec}: this machine is offline; {OFFLINE_HINT}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return str(target)
+
+
+class UltralyticsDetector:
+    """Any ultralytics detection model (.pt/.onnx/.engine); its own pre/post-processing, person class only."""
+
+    def __init__(self, spec: str = DEFAULT_DETECTOR, config: DetectorConfig = DetectorConfig(),
+                 device: str | None = None, imgsz: int | None = None):
+        from ultralytics import YOLO
+
+        self.path = resolve_ultralytics_model(spec)
+        try:
+            self.model = YOLO(self.path, task="detect")
+        except Exception as exc:  # download, unpickling or format errors: all user-fixable here
+            hint = OFFLINE_HINT if not Path(spec).is_file() else "is it an ultralytics detection model?"
+            raise TracklinkError(f"cannot load detector {spec}: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}; {hint}") from None
+        self.config, self.device, self.imgsz = config, device, imgsz
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        if not images:
+            return []
+        kwargs = dict(classes=[PERSON], conf=self.config.conf, iou=self.config.iou, verbose=False)
+        if self.device is not None:
+            kwargs["device"] = self.device
+        if self.imgsz is not None:
+            kwargs["imgsz"] = self.imgsz
+        results = self.model.predict(list(images), **kwargs)
+        out = []
+        for res in results:
+            boxes = res.boxes.cpu().numpy()
+            out.append(Detections(boxes.xyxy.astype(np.float32), boxes.conf.astype(np.float32),
+                                  boxes.cls.astype(np.int64)))
+        return out
+
+
+def make_detector(spec: str | None = None, config: DetectorConfig = DetectorConfig(),
+                  device: str | None = None) -> Detector:
+    """`yolox:PATH` for a YOLOX ONNX, else a path or released name for ultralytics (default yolo11n.pt)."""
+    spec = spec or DEFAULT_DETECTOR
+    if spec.lower().startswith("yolox:"):
+        path = spec.split(":", 1)[1]
+        return YoloxDetector(path, config, device)
+    return UltralyticsDetector(spec, config, device)
+
+
+__all__ = ["DEFAULT_DETECTOR", "Detector", "DetectorConfig", "UltralyticsDetector", "YoloxDetector",
+           "make_detector", "resolve_ultralytics_model"]

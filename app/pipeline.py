@@ -1,0 +1,421 @@
+"""The pipeline every front end shares: source -> detect -> track -> embed -> pool -> link -> store.
+
+`Pipeline` steps all cameras together: each step takes one frame from every active camera, detects, tracks
+each camera, embeds the crops of *all* cameras in one batched embedder call, pools frame embeddings into
+tracklets, links tracklets to global identities when they mature and when they end, writes to the store, and
+yields a `StepResult` (frames, tracks, global ids, per-stage seconds) to the front end: the batch writer or
+the viewer. Front ends differ only in what they do with the results.
+
+A camera that fails (a file that cannot be decoded) is reported and dropped; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from tracklink import TracklinkError
+from tracklink.app.records import Detections, Frame, Track, Tracklet
+from tracklink.app.sources import Source
+from tracklink.app.store import CameraRecord, Store
+from tracklink.app.track import AppearanceConfig, CameraTracker, TrackerConfig, appearance_mask, crop
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "track", "embed", "link", "store")
+
+
+class Embedder(Protocol):
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class Linker(Protocol):
+    def mature(self, tracklet: Tracklet) -> bool: ...
+
+    def link_many(self, tracklets: Sequence[Tracklet]) -> list[int]: ...
+
+    @property
+    def identities(self) -> list: ...
+
+
+@dataclass
+class PipelineConfig:
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    # With only live cameras and no frame ready, wait this long before looking again (no busy loop).
+    idle_wait_s: float = 0.01
+
+
+@dataclass
+class CameraResult:
+    """One camera's share of a step."""
+
+    frame: Frame
+    detections: Detections
+    tracks: list[Track]
+    global_ids: dict[int, int | None]  # track id -> global id (None until its tracklet is linked)
+    ended: list[Tracklet]  # tracklets that ended at this step
+
+
+@dataclass
+class StepResult:
+    index: int
+    cameras: list[CameraResult]
+    seconds: dict[str, float]  # per stage, for this step (all cameras together)
+    finished: dict[str, str] = field(default_factory=dict)  # camera -> "done" | "error: reason", at this step
+    ended: list[Tracklet] = field(default_factory=list)  # every tracklet that ended (and was linked) at this step
+
+
+@dataclass
+class StageStats:
+    """Per-stage fps: camera-frames processed / seconds spent in the stage."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: int = 0
+    wall_s: float = 0.0
+
+    def add(self, step: StepResult) -> None:
+        for k, v in step.seconds.items():
+            self.seconds[k] += v
+        self.frames += len(step.cameras)
+
+    def fps(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {k: (self.frames / s if s > 0 else None) for k, s in self.seconds.items()}
+        busy = sum(self.seconds.values())
+        out["pipeline"] = self.frames / busy if busy > 0 else None
+        out["overall"] = self.frames / self.wall_s if self.wall_s > 0 else None
+        return out
+
+
+class TrackletPool:
+    """Live tracklets of one camera, built from its tracks; a tracklet leaves when its track ends."""
+
+    def __init__(self, camera: str):
+        self.camera = camera
+        self.live: dict[int, Tracklet] = {}
+        self.frames = 0
+
+    def update(self, tracks: Sequence[Track]) -> list[Tracklet]:
+        """Add this frame's tracks; returns the tracklets they touched."""
+        touched = []
+        for track in tracks:
+            tracklet = self.live.get(track.track_id)
+            if tracklet is None:
+                tracklet = self.live[track.track_id] = Tracklet.start(track)
+            else:
+                tracklet.add(track)
+            touched.append(tracklet)
+        return touched
+
+    def end(self, track_ids: Sequence[int]) -> list[Tracklet]:
+        ended = []
+        for tid in track_ids:
+            tracklet = self.live.pop(tid, None)
+            if tracklet is not None:  # tracks the tracker never confirmed have no tracklet
+                tracklet.ended = True
+                ended.append(tracklet)
+        return ended
+
+
+@dataclass
+class _Camera:
+    source: Source
+    tracker: CameraTracker
+    pool: TrackletPool
+    linked: set[int] = field(default_factory=set)  # track ids linked at maturity
+
+
+class Pipeline:
+    """N sources through one detector, one embedder, one linker and one store."""
+
+    def __init__(self, sources: Sequence[Source], detector: Callable[[Sequence[np.ndarray]], list[Detections]],
+                 embedder: Embedder | None, config: PipelineConfig | None = None, store: Store | None = None,
+                 linker: Linker | None = None, fingerprints: Mapping[str, str] | None = None):
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise TracklinkError(f"camera names must be unique, got {names}")
+        self.sources = list(sources)
+        self.detector, self.embedder = detector, embedder
+        self.config = config or PipelineConfig()
+        self.store, self.linker = store, linker
+        self.fingerprints = dict(fingerprints or {})
+        self.stats = StageStats()
+        self.errors: dict[str, str] = {}
+        self.done: list[str] = []
+        self._cameras: dict[str, _Camera] = {}
+        self._dirty: dict[str, Tracklet] = {}
+        self._finished: dict[str, int] = {}  # camera -> frames: marked done in the store at the next flush
+        self._last_flush = time.monotonic()
+        self._stopped = False
+        self._opened = False
+        self._step = 0
+
+    # lifecycle -------------------------------------------------------------------------------------------
+
+    def open(self) -> dict[str, str]:
+        """Open every source; those that fail are recorded in `errors` (and the store) and left out."""
+        for source in self.sources:
+            self._open_source(source)
+        self._opened = True
+        return dict(self.errors)
+
+    def _open_source(self, source: Source) -> None:
+        try:
+            source.open()
+        except TracklinkError as exc:
+            self._fail(source, str(exc), started=False)
+            return
+        self._cameras[source.name] = _Camera(source, CameraTracker(source.name, self.config.tracker),
+                                             TrackletPool(source.name))
+        if self.store is not None:
+            size = source.size or (None, None)
+            self.store.start_camera(CameraRecord(source.name, source.spec.display,
+                                                 self.fingerprints.get(source.name, ""), "running",
+                                                 fps=source.fps, width=size[0], height=size[1]))
+
+    def add_source(self, source: Source, fingerprint: str = "") -> str | None:
+        """Open one more camera while the others run (the viewer); returns its error, None when it opened."""
+        if any(s.name == source.name for s in self.sources):
+            raise TracklinkError(f"camera name {source.name!r} is taken in this run; name the source NAME=SOURCE")
+        self.sources.append(source)
+        if fingerprint:
+            self.fingerprints[source.name] = fingerprint
+        self._open_source(source)
+        return self.errors.get(source.name)
+
+    def remove_source(self, name: str) -> list[Tracklet]:
+        """Stop one camera while the others run: its live tracklets end and are linked, and it is marked done."""
+        if name not in self._cameras:
+            return []
+        ended = self._end_camera(name)
+        self._link_and_store([], {name: ended})
+        return ended
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current step (from a signal handler or the viewer)."""
+        self._stopped = True
+
+    def close(self) -> None:
+        for cam in self._cameras.values():
+            cam.source.close()
+        if self.store is not None:
+            self._flush()
+
+    def __enter__(self) -> "Pipeline":
+        if not self._opened:
+            self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def active(self) -> list[str]:
+        return list(self._cameras)
+
+    def __iter__(self) -> Iterator[StepResult]:
+        if not self._opened:
+            self.open()
+        start = time.perf_counter()
+        try:
+            while self._cameras and not self._stopped:
+                result = self.step()
+                if result is not None:
+                    self.stats.add(result)
+                    yield result
+        finally:
+            self.stats.wall_s += time.perf_counter() - start
+            if self.store is not None:
+                self._flush()
+
+    def run(self, on_step: Callable[[StepResult], None] | None = None) -> StageStats:
+        for result in self:
+            if on_step is not None:
+                on_step(result)
+        return self.stats
+
+    # one step --------------------------------------------------------------------------------------------
+
+    def step(self) -> StepResult | None:
+        """One frame from every camera that has one; None when no camera had a frame (and none ended)."""
+        clock = time.perf_counter
+        seconds = dict.fromkeys(STAGES, 0.0)
+        finished: dict[str, str] = {}
+        ended_at_step: dict[str, list[Tracklet]] = {}
+
+        t0 = clock()
+        frames: list[Frame] = []
+        for name, cam in list(self._cameras.items()):
+            try:
+                frame = cam.source.read(timeout=0.0)
+            except TracklinkError as exc:
+                ended_at_step[name] = self._end_camera(name, error=str(exc))
+                finished[name] = f"error: {exc}"
+                continue
+            if frame is not None:
+                frames.append(frame)
+            elif cam.source.status.finished:
+                status = cam.source.status
+                error = status.reason if status.state == "error" else ""
+                ended_at_step[name] = self._end_camera(name, error=error)
+                finished[name] = f"error: {error}" if error else "done"
+        seconds["decode"] = clock() - t0
+
+        if not frames:
+            if ended_at_step:
+                seconds["link"], seconds["store"] = self._link_and_store([], ended_at_step)
+                return StepResult(self._next(), [], seconds, finished, _flat(ended_at_step))
+            if self._cameras:
+                time.sleep(self.config.idle_wait_s)
+            return None
+
+        t0 = clock()
+        detections = self.detector([f.image for f in frames])
+        seconds["detect"] = clock() - t0
+
+        fit = [appearance_mask(d, f.image.shape, self.config.appearance) for f, d in zip(frames, detections)]
+        cams = [self._cameras[f.camera] for f in frames]
+        results: list[CameraResult] = []
+        embed_s = track_s = 0.0
+        if any(c.tracker.uses_appearance for c in cams):
+            # BOTSORT matches on appearance: embed every fit detection first, all cameras in one call.
+            t0 = clock()
+            fit = [m & (d.confidence >= c.tracker.appearance_min_conf) for m, d, c in zip(fit, detections, cams)]
+            per_frame = self._embed([[(f.image, d.xyxy[i]) for i in np.flatnonzero(m)]
+                                     for f, d, m in zip(frames, detections, fit)])
+            det_embeddings: list[list[np.ndarray | None]] = []
+            for d, m, embs in zip(detections, fit, per_frame):
+                full: list[np.ndarray | None] = [None] * len(d)
+                for i, e in zip(np.flatnonzero(m), embs):
+                    full[i] = e
+                det_embeddings.append(full)
+            embed_s += clock() - t0
+            t0 = clock()
+            steps = [c.tracker.update(f, d, e) for c, f, d, e in zip(cams, frames, detections, det_embeddings)]
+            track_s += clock() - t0
+        else:
+            # Motion-only trackers: embed only boxes that became tracks, after tracking.
+            t0 = clock()
+            steps = [c.tracker.update(f, d) for c, f, d in zip(cams, frames, detections)]
+            track_s += clock() - t0
+            t0 = clock()
+            wanted = [[k for k, i in enumerate(s.detection_index) if m[i]] for s, m in zip(steps, fit)]
+            per_frame = self._embed([[(f.image, d.xyxy[s.detection_index[k]]) for k in ks]
+                                     for f, d, s, ks in zip(frames, detections, steps, wanted)])
+            for s, ks, embs in zip(steps, wanted, per_frame):
+                for k, e in zip(ks, embs):
+                    s.tracks[k].embedding = e
+            embed_s += clock() - t0
+        seconds["embed"], seconds["track"] = embed_s, track_s
+
+        t0 = clock()
+        mature: list[Tracklet] = []
+        for cam, frame, det, s in zip(cams, frames, detections, steps):
+            touched = cam.pool.update(s.tracks)
+            cam.pool.frames += 1
+            for t in touched:
+                self._dirty[t.key] = t
+                if (self.linker is not None and t.track_id not in cam.linked and self.linker.mature(t)):
+                    cam.linked.add(t.track_id)
+                    mature.append(t)
+            ended = cam.pool.end(s.ended)
+            ended_at_step.setdefault(frame.camera, []).extend(ended)
+            results.append(CameraResult(frame, det, s.tracks, {}, ended))
+        seconds["track"] += clock() - t0  # pooling is bookkeeping of the tracker's output
+
+        link_s, store_s = self._link_and_store(mature, ended_at_step, [s.tracks for s in steps])
+        for r, cam in zip(results, cams):
+            r.global_ids = {t.track_id: cam.pool.live[t.track_id].global_id if t.track_id in cam.pool.live
+                            else None for t in r.tracks}
+        seconds["link"], seconds["store"] = link_s, store_s
+        return StepResult(self._next(), results, seconds, finished, _flat(ended_at_step))
+
+    # stages ----------------------------------------------------------------------------------------------
+
+    def _embed(self, jobs: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[list[np.ndarray]]:
+        """Crops of all frames in one embedder call; returns the embeddings split back per frame."""
+        crops = [crop(image, box) for frame_jobs in jobs for image, box in frame_jobs]
+        if not crops or self.embedder is None:
+            return [[] for _ in jobs]
+        emb = np.asarray(self.embedder.embed(crops), dtype=np.float32)
+        out, k = [], 0
+        for frame_jobs in jobs:
+            out.append(list(emb[k:k + len(frame_jobs)]))
+            k += len(frame_jobs)
+        return out
+
+    def _link_and_store(self, mature: list[Tracklet], ended: dict[str, list[Tracklet]],
+                        tracks: list[list[Track]] | None = None) -> tuple[float, float]:
+        clock = time.perf_counter
+        t0 = clock()
+        ended_all = [t for ts in ended.values() for t in ts]
+        if self.linker is not None:
+            # A tracklet that matures and ends in one step is linked once, as ended.
+            ending = {id(t) for t in ended_all}
+            batch = [t for t in mature if id(t) not in ending] + ended_all
+            if batch:
+                self.linker.link_many(batch)
+        for t in ended_all:
+            self._dirty[t.key] = t
+        link_s = clock() - t0
+
+        t0 = clock()
+        if self.store is not None:
+            if tracks:
+                self.store.add_appearances([t for ts in tracks for t in ts])
+            if self._finished or time.monotonic() - self._last_flush >= getattr(self.store, "commit_interval", 1.0):
+                self._flush()
+        return link_s, clock() - t0
+
+    def _flush(self) -> None:
+        """Write dirty tracklets and identities, then commit: the at-most-one-second loss bound."""
+        assert self.store is not None
+        if self._dirty:
+            self.store.put_tracklets(list(self._dirty.values()))
+            self._dirty.clear()
+        if self.linker is not None:
+            self.store.put_identities(self.linker.identities, replace_all=True)
+        # "done" goes in the same commit as the camera's last rows: a done camera is always complete.
+        for name, frames in self._finished.items():
+            self.store.finish_camera(name, "done", frames)
+        self._finished.clear()
+        self.store.commit()
+        self._last_flush = time.monotonic()
+
+    def _end_camera(self, name: str, error: str = "") -> list[Tracklet]:
+        """Close a camera; its live tracklets end. A failed camera's tracklets are dropped, not linked:
+        its results are incomplete, and a re-run replaces its rows."""
+        cam = self._cameras.pop(name)
+        ended = cam.pool.end(cam.tracker.finish())
+        cam.source.close()
+        if error:
+            self._fail(cam.source, error, started=True, frames=cam.pool.frames)
+            return []
+        self.done.append(name)
+        self._finished[name] = cam.pool.frames
+        return ended
+
+    def _fail(self, source: Source, error: str, started: bool, frames: int = 0) -> None:
+        self.errors[source.name] = error
+        log.error("%s: %s", source.name, error)
+        if self.store is not None:
+            if not started:
+                self.store.start_camera(CameraRecord(source.name, source.spec.display,
+                                                     self.fingerprints.get(source.name, ""), "running"))
+            self.store.finish_camera(source.name, "error", frames, error)
+
+    def _next(self) -> int:
+        self._step += 1
+        return self._step
+
+
+def _flat(by_camera: dict[str, list[Tracklet]]) -> list[Tracklet]:
+    return [t for ts in by_camera.values() for t in ts]
+
+
+__all__ = ["CameraResult", "Embedder", "Pipeline", "PipelineConfig", "STAGES", "StageStats", "StepResult",
+           "TrackletPool"]

@@ -1,0 +1,289 @@
+"""Where a run's results live while it runs: cameras, tracklets with their embeddings, identities, boxes.
+
+`Store` is the small interface the pipeline writes through (a PostgreSQL backend can come later);
+`SqliteStore` is the default, one file in the output folder. Writes are batched and committed at least once
+per `commit_interval` seconds, so a killed job loses at most that much, and WAL lets a viewer read while a
+batch writes. Every table has a natural key (camera, track id, frame) with UNIQUE constraints and upserts:
+re-running over the same footage replaces a camera's partial rows instead of duplicating them, and a camera
+marked done with the same fingerprint (source + settings) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from tracklink import TracklinkError
+from tracklink.app.records import Identity, Track, Tracklet
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CameraRecord:
+    name: str
+    source: str  # redacted: never holds credentials
+    fingerprint: str  # source identity + settings; a change means the stored rows are stale
+    status: str  # "running" | "done" | "error"
+    frames: int = 0
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One stored box, with the global id of its tracklet (None until linked)."""
+
+    camera: str
+    frame: int
+    timestamp: float
+    track_id: int
+    xyxy: tuple[float, float, float, float]
+    confidence: float
+    global_id: int | None
+
+
+class Store(ABC):
+    """What the pipeline and the front ends need from storage; keyed by camera name and track id."""
+
+    @abstractmethod
+    def camera(self, name: str) -> CameraRecord | None: ...
+
+    @abstractmethod
+    def cameras(self) -> list[CameraRecord]: ...
+
+    @abstractmethod
+    def start_camera(self, record: CameraRecord) -> None:
+        """Begin (or restart) a camera: its earlier rows, if any, are removed."""
+
+    @abstractmethod
+    def finish_camera(self, name: str, status: str, frames: int, error: str = "") -> None: ...
+
+    @abstractmethod
+    def add_appearances(self, tracks: Sequence[Track]) -> None: ...
+
+    @abstractmethod
+    def put_tracklets(self, tracklets: Iterable[Tracklet]) -> None:
+        """Insert or update tracklets with their pooled embedding and current global id."""
+
+    @abstractmethod
+    def tracklets(self, camera: str | None = None) -> list[Tracklet]: ...
+
+    @abstractmethod
+    def set_global_ids(self, mapping: dict[str, int]) -> None:
+        """Relabel tracklets ({tracklet.key: global id}), e.g. after batch clustering."""
+
+    @abstractmethod
+    def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None: ...
+
+    @abstractmethod
+    def identities(self) -> list[dict]: ...
+
+    @abstractmethod
+    def appearances(self, camera: str) -> Iterator[Appearance]:
+        """A camera's boxes, ordered by frame then track id."""
+
+    @abstractmethod
+    def maybe_commit(self) -> None:
+        """Commit if the last commit is older than the interval."""
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cameras (
+    name TEXT PRIMARY KEY, source TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL,
+    frames INTEGER NOT NULL DEFAULT 0, fps REAL, width INTEGER, height INTEGER, error TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tracklets (
+    camera TEXT NOT NULL REFERENCES cameras(name) ON DELETE CASCADE, track_id INTEGER NOT NULL,
+    first_frame INTEGER NOT NULL, last_frame INTEGER NOT NULL, start_time REAL NOT NULL, end_time REAL NOT NULL,
+    num_boxes INTEGER NOT NULL, num_embeddings INTEGER NOT NULL, global_id INTEGER, ended INTEGER NOT NULL,
+    PRIMARY KEY (camera, track_id));
+CREATE TABLE IF NOT EXISTS embeddings (
+    camera TEXT NOT NULL, track_id INTEGER NOT NULL, dim INTEGER NOT NULL,
+    feature_sum BLOB NOT NULL,  -- float32 sum of the normalised frame embeddings (the mean is its direction)
+    PRIMARY KEY (camera, track_id),
+    FOREIGN KEY (camera, track_id) REFERENCES tracklets(camera, track_id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS identities (
+    global_id INTEGER PRIMARY KEY, num_tracklets INTEGER NOT NULL, cameras TEXT NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS appearances (
+    camera TEXT NOT NULL REFERENCES cameras(name) ON DELETE CASCADE, frame INTEGER NOT NULL,
+    track_id INTEGER NOT NULL, timestamp REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL, confidence REAL NOT NULL,
+    PRIMARY KEY (camera, frame, track_id));
+CREATE INDEX IF NOT EXISTS appearances_track ON appearances (camera, track_id);
+CREATE INDEX IF NOT EXISTS tracklets_global ON tracklets (global_id);
+"""
+
+
+class SqliteStore(Store):
+    """SQLite in WAL mode; one writer (the pipeline), any number of readers."""
+
+    def __init__(self, path: str | Path, commit_interval: float = 1.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=10.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint, fast commits
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise TracklinkError(f"cannot open the store {self.path}: {exc}; delete it or choose another --out") \
+                from None
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise TracklinkError(f"{self.path} has store schema {row[0]}, this tracklink writes {SCHEMA_VERSION}; "
+                                 "use a new output folder")
+        self.db.commit()
+        self.commit_interval = commit_interval
+        self._last_commit = time.monotonic()
+
+    # cameras ---------------------------------------------------------------------------------------------
+
+    def camera(self, name: str) -> CameraRecord | None:
+        row = self.db.execute("SELECT name, source, fingerprint, status, frames, fps, width, height, error "
+                              "FROM cameras WHERE name=?", (name,)).fetchone()
+        return CameraRecord(*row) if row else None
+
+    def cameras(self) -> list[CameraRecord]:
+        rows = self.db.execute("SELECT name, source, fingerprint, status, frames, fps, width, height, error "
+                               "FROM cameras ORDER BY name").fetchall()
+        return [CameraRecord(*r) for r in rows]
+
+    def start_camera(self, record: CameraRecord) -> None:
+        with self.db:  # one transaction: the old rows vanish and the camera restarts together
+            self.db.execute("DELETE FROM appearances WHERE camera=?", (record.name,))
+            self.db.execute("DELETE FROM embeddings WHERE camera=?", (record.name,))
+            self.db.execute("DELETE FROM tracklets WHERE camera=?", (record.name,))
+            self.db.execute(
+                "INSERT INTO cameras (name, source, fingerprint, status, frames, fps, width, height, error, updated) "
+                "VALUES (?, ?, ?, 'running', 0, ?, ?, ?, '', ?) ON CONFLICT(name) DO UPDATE SET "
+                "source=excluded.source, fingerprint=excluded.fingerprint, status='running', frames=0, "
+                "fps=excluded.fps, width=excluded.width, height=excluded.height, error='', updated=excluded.updated",
+                (record.name, record.source, record.fingerprint, record.fps, record.width, record.height, time.time()))
+        self._last_commit = time.monotonic()
+
+    def finish_camera(self, name: str, status: str, frames: int, error: str = "") -> None:
+        self.db.execute("UPDATE cameras SET status=?, frames=?, error=?, updated=? WHERE name=?",
+                        (status, frames, error, time.time(), name))
+        self.commit()
+
+    # rows ------------------------------------------------------------------------------------------------
+
+    def add_appearances(self, tracks: Sequence[Track]) -> None:
+        self.db.executemany(
+            "INSERT INTO appearances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(camera, frame, track_id) DO "
+            "UPDATE SET timestamp=excluded.timestamp, x1=excluded.x1, y1=excluded.y1, x2=excluded.x2, "
+            "y2=excluded.y2, confidence=excluded.confidence",
+            [(t.camera, t.frame, t.track_id, t.timestamp, *map(float, t.xyxy), float(t.confidence)) for t in tracks])
+
+    def put_tracklets(self, tracklets: Iterable[Tracklet]) -> None:
+        tracklets = list(tracklets)
+        self.db.executemany(
+            "INSERT INTO tracklets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(camera, track_id) DO UPDATE SET "
+            "first_frame=excluded.first_frame, last_frame=excluded.last_frame, start_time=excluded.start_time, "
+            "end_time=excluded.end_time, num_boxes=excluded.num_boxes, num_embeddings=excluded.num_embeddings, "
+            "global_id=excluded.global_id, ended=excluded.ended",
+            [(t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes,
+              t.num_embeddings, t.global_id, int(t.ended)) for t in tracklets])
+        self.db.executemany(
+            "INSERT INTO embeddings VALUES (?, ?, ?, ?) ON CONFLICT(camera, track_id) DO UPDATE SET "
+            "dim=excluded.dim, feature_sum=excluded.feature_sum",
+            [(t.camera, t.track_id, int(t.feature_sum.size), np.asarray(t.feature_sum, np.float32).tobytes())
+             for t in tracklets if t.feature_sum is not None])
+
+    def tracklets(self, camera: str | None = None) -> list[Tracklet]:
+        sql = ("SELECT t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes, "
+               "t.num_embeddings, t.global_id, t.ended, e.feature_sum FROM tracklets t LEFT JOIN embeddings e "
+               "ON e.camera=t.camera AND e.track_id=t.track_id")
+        rows = self.db.execute(sql + (" WHERE t.camera=?" if camera else "") + " ORDER BY t.camera, t.track_id",
+                               (camera,) if camera else ()).fetchall()
+        out = []
+        for cam, tid, f0, f1, t0, t1, boxes, n_emb, gid, ended, blob in rows:
+            feature = np.frombuffer(blob, np.float32).copy() if blob is not None else None
+            out.append(Tracklet(cam, tid, f0, f1, t0, t1, feature, n_emb if feature is not None else 0, boxes, gid,
+                                bool(ended)))
+        return out
+
+    def set_global_ids(self, mapping: dict[str, int]) -> None:
+        rows = []
+        for key, gid in mapping.items():
+            camera, _, track_id = key.rpartition("/")
+            rows.append((int(gid), camera, int(track_id)))
+        self.db.executemany("UPDATE tracklets SET global_id=? WHERE camera=? AND track_id=?", rows)
+
+    def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None:
+        if replace_all:
+            self.db.execute("DELETE FROM identities")
+        self.db.executemany(
+            "INSERT INTO identities VALUES (?, ?, ?, ?, ?) ON CONFLICT(global_id) DO UPDATE SET "
+            "num_tracklets=excluded.num_tracklets, cameras=excluded.cameras, first_seen=excluded.first_seen, "
+            "last_seen=excluded.last_seen",
+            [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)
+             for i in identities if i.members])
+
+    def identities(self) -> list[dict]:
+        rows = self.db.execute("SELECT global_id, num_tracklets, cameras, first_seen, last_seen FROM identities "
+                               "ORDER BY global_id").fetchall()
+        return [{"global_id": g, "tracklets": n, "cameras": json.loads(c), "first_seen": a, "last_seen": b}
+                for g, n, c, a, b in rows]
+
+    def appearances(self, camera: str) -> Iterator[Appearance]:
+        cursor = self.db.execute(
+            "SELECT a.camera, a.frame, a.timestamp, a.track_id, a.x1, a.y1, a.x2, a.y2, a.confidence, t.global_id "
+            "FROM appearances a LEFT JOIN tracklets t ON t.camera=a.camera AND t.track_id=a.track_id "
+            "WHERE a.camera=? ORDER BY a.frame, a.track_id", (camera,))
+        for cam, frame, ts, tid, x1, y1, x2, y2, conf, gid in cursor:
+            yield Appearance(cam, frame, ts, tid, (x1, y1, x2, y2), conf, gid)
+
+    # transactions ----------------------------------------------------------------------------------------
+
+    def maybe_commit(self) -> None:
+        if time.monotonic() - self._last_commit >= self.commit_interval:
+            self.commit()
+
+    def commit(self) -> None:
+        self.db.commit()
+        self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        try:
+            self.db.commit()
+        finally:
+            self.db.close()
+
+
+def open_store(url: str | Path) -> Store:
+    """A store from a path (SQLite) or, later, a `postgresql://` URL."""
+    text = str(url)
+    if text.startswith(("postgres://", "postgresql://")):
+        raise TracklinkError("the PostgreSQL store is not implemented yet; use a SQLite file path")
+    return SqliteStore(text)
+
+
+__all__ = ["Appearance", "CameraRecord", "SqliteStore", "Store", "open_store"]

@@ -1,0 +1,102 @@
+"""Person detection on real MOT17 frames with the shared YOLOX-nano, and the detector factory's errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from tracklink import TracklinkError
+from tracklink.app.detect import YoloxDetector, github_reachable, make_detector
+from tracklink.app.records import Detections
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return box_iou(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)).numpy()
+
+
+def gt_boxes(seq_dir: Path, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pedestrians to consider in one frame (xyxy) and their visibility."""
+    gt = np.loadtxt(seq_dir / "gt" / "gt.txt", delimiter=",", ndmin=2)
+    g = gt[(gt[:, 0] == frame) & (gt[:, 6] == 1) & (gt[:, 7] == 1)]
+    return np.c_[g[:, 2], g[:, 3], g[:, 2] + g[:, 4], g[:, 3] + g[:, 5]], g[:, 8]
+
+
+@pytest.fixture(scope="module")
+def yolox(yolox_onnx: Path) -> YoloxDetector:
+    return make_detector(f"yolox:{yolox_onnx}")
+
+
+def test_yolox_finds_the_people_in_a_mot17_frame(yolox, mot17_dir: Path):
+    seq = mot17_dir / "MOT17-09-FRCNN"
+    image = cv2.imread(str(seq / "img1" / "000001.jpg"))
+    det = yolox([image])[0]
+    assert isinstance(det, Detections) and len(det) > 0
+    assert (det.class_id == 0).all()
+    assert det.xyxy.dtype == np.float32 and det.confidence.min() >= yolox.config.conf
+    assert (det.xyxy[:, 0] >= 0).all() and (det.xyxy[:, 2] <= image.shape[1]).all()
+    assert (det.xyxy[:, 3] <= image.shape[0]).all() and (det.xyxy[:, 2] > det.xyxy[:, 0]).all()
+    gt, visibility = gt_boxes(seq, 1)
+    clear = (gt[:, 3] - gt[:, 1] >= 100) & (visibility >= 0.5)  # people YOLOX-nano at 416 px can see
+    assert clear.sum() >= 3
+    found = iou(gt[clear], det.xyxy).max(axis=1) > 0.5
+    assert found.mean() >= 0.75, f"found {found.sum()} of {clear.sum()} clearly visible people"
+    # NMS ran: no two kept boxes overlap above the NMS IoU.
+    pair = iou(det.xyxy, det.xyxy)
+    np.fill_diagonal(pair, 0)
+    assert pair.max() <= yolox.config.iou + 1e-6
+
+
+def test_letterbox_maps_boxes_back_at_any_scale(yolox, mot17_dir: Path):
+    """The same scene at half size must give the same confident boxes, halved: the letterbox is undone."""
+    image = cv2.imread(str(mot17_dir / "MOT17-05-FRCNN" / "img1" / "000001.jpg"))  # 640x480: aspect != 1
+    full = yolox([image])[0]
+    half = yolox([cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)])[0]
+    strong = full.xyxy[full.confidence > 0.5]
+    assert len(strong) >= 2
+    assert (iou(strong, half.xyxy * 2).max(axis=1) > 0.7).all()
+
+
+def test_unreadable_yolox_model_names_the_file(tmp_path: Path):
+    bad = tmp_path / "yolox_broken.onnx"
+    bad.write_bytes(b"\x08\x01garbage" * 100)
+    with pytest.raises(TracklinkError, match="yolox_broken.onnx"):
+        make_detector(f"yolox:{bad}")
+    with pytest.raises(TracklinkError, match="not found"):
+        make_detector(f"yolox:{tmp_path / 'absent.onnx'}")
+    with pytest.raises(TracklinkError, match="not found"):
+        make_detector(str(tmp_path / "absent" / "yolo.pt"))
+
+
+def test_default_detector_offline_says_how_to_pass_a_local_file(tmp_path: Path, monkeypatch):
+    if github_reachable():
+        pytest.skip("this machine can reach github.com, so ultralytics would download yolo11n.pt")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no yolo11n.pt lying in the working directory
+    t0 = time.monotonic()
+    with pytest.raises(TracklinkError) as info:
+        make_detector(None)
+    assert time.monotonic() - t0 < 15, "offline must be detected quickly, not through download retries"
+    message = str(info.value)
+    assert "yolo11n.pt" in message and "--detector" in message and "yolox:" in message
+    assert not (tmp_path / "yolo11n.pt").exists()
+
+
+def test_ultralytics_detector_runs_a_local_model(tmp_path: Path, mot17_dir: Path):
+    """A local ultralytics checkpoint (an untrained yolo11n built from its YAML: no download) goes through
+    ultralytics' own pre/post-processing and comes back as person-only Detections."""
+    from ultralytics import YOLO
+
+    path = tmp_path / "tiny.pt"
+    YOLO("yolo11n.yaml").save(str(path))
+    detector = make_detector(str(path))
+    image = cv2.imread(str(mot17_dir / "MOT17-05-FRCNN" / "img1" / "000001.jpg"))
+    out = detector([image, image[:240]])
+    assert len(out) == 2 and all(isinstance(d, Detections) for d in out)
+    for d in out:
+        assert d.xyxy.shape[1:] == (4,) and (d.class_id == 0).all()

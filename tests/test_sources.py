@@ -1,0 +1,153 @@
+"""Frame sources on real footage: MOT17-mini folders, a video written from its frames, corrupt files, and a
+live source that reconnects (a file replayed as a stream) or cannot connect (a dead local port)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tracklink import TracklinkError
+from tracklink.app.sources import (Backoff, ImageFolderSource, LiveSource, VideoFileSource, as_live, make_source,
+                                   make_sources, parse_source, redact)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), "this OpenCV cannot write mp4v"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def mot05_frames(mot17_dir: Path) -> list[np.ndarray]:
+    files = sorted((mot17_dir / "MOT17-05-FRCNN" / "img1").glob("*.jpg"))
+    return [cv2.resize(cv2.imread(str(f)), (320, 240)) for f in files]
+
+
+def test_parse_specs(tmp_path: Path, mot17_dir: Path):
+    video = tmp_path / "lobby.mp4"
+    video.write_bytes(b"x")
+    assert parse_source(str(video)) == parse_source(str(video))
+    assert (parse_source(str(video)).name, parse_source(str(video)).kind) == ("lobby", "video")
+    seq = parse_source(str(mot17_dir / "MOT17-05-FRCNN"))
+    assert (seq.name, seq.kind) == ("MOT17-05-FRCNN", "images")
+    assert parse_source(f"door={video}").name == "door"
+    cam = parse_source("0")
+    assert (cam.name, cam.kind, cam.live) == ("camera0", "camera", True)
+    # '=' inside a URL's query is not a name separator; a name before the URL is.
+    url = parse_source("rtsp://admin:pw@10.0.0.7:554/live?channel=1")
+    assert url.kind == "stream" and url.target.endswith("channel=1") and "pw" not in url.name
+    assert parse_source("gate=rtsp://10.0.0.7/s?x=1").name == "gate"
+    with pytest.raises(TracklinkError, match="source not found"):
+        parse_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(TracklinkError, match="both named"):
+        make_sources([str(video), f"lobby={mot17_dir / 'MOT17-05-FRCNN'}"])
+
+
+def test_redact_hides_credentials():
+    assert redact("rtsp://admin:s3cret@10.0.0.7:554/live") == "rtsp://***@10.0.0.7:554/live"
+    assert redact("http://user@cam/x and https://a:b@h/y") == "http://***@cam/x and https://***@h/y"
+    assert redact("/videos/a@b.mp4") == "/videos/a@b.mp4"
+
+
+def test_mot_folder_uses_seqinfo(mot17_dir: Path):
+    source = make_source(str(mot17_dir / "MOT17-05-FRCNN"))
+    assert isinstance(source, ImageFolderSource)
+    with source:
+        frames = list(source)
+    assert source.fps == 14.0  # seqinfo.ini frameRate
+    files = sorted((mot17_dir / "MOT17-05-FRCNN" / "img1").glob("*.jpg"))
+    assert [f.index for f in frames] == [int(p.stem) for p in files]
+    assert [f.timestamp for f in frames] == pytest.approx([(int(p.stem) - 1) / 14.0 for p in files])
+    assert frames[0].image.shape == (480, 640, 3) and frames[0].camera == "MOT17-05-FRCNN"
+    assert source.status.state == "ended"
+
+
+def test_video_file_clock_and_frames(tmp_path: Path, mot05_frames):
+    path = write_video(tmp_path / "clip.mp4", mot05_frames, fps=12.5)
+    source = make_source(str(path))
+    assert isinstance(source, VideoFileSource)
+    with source:
+        frames = list(source)
+    assert len(frames) == len(mot05_frames)
+    assert [f.index for f in frames] == list(range(1, len(frames) + 1))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 12.5 for i in range(len(frames))])
+    # The decoded pixels are the frames we wrote (lossy codec: close, not equal).
+    assert np.abs(frames[2].image.astype(int) - mot05_frames[2]).mean() < 12
+    assert source.status.state == "ended" and source.status.frames == len(frames)
+
+
+def test_corrupt_files_name_their_path(tmp_path: Path, mot17_dir: Path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    source = make_source(str(bad))
+    with pytest.raises(TracklinkError, match="broken.mp4"):
+        source.open()
+    assert source.status.state == "error"
+
+    folder = tmp_path / "seq" / "img1"
+    folder.mkdir(parents=True)
+    for f in sorted((mot17_dir / "MOT17-05-FRCNN" / "img1").glob("*.jpg"))[:2]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "000003.jpg").write_bytes(b"not a jpeg")
+    source = make_source(str(tmp_path / "seq"))
+    source.open()
+    assert source.read() is not None and source.read() is not None
+    with pytest.raises(TracklinkError, match="000003.jpg"):
+        source.read()
+
+
+def test_live_source_reconnects_after_the_stream_ends(tmp_path: Path, mot05_frames):
+    """A file replayed as a stream ends after 6 frames; the source must reconnect and keep delivering."""
+    path = write_video(tmp_path / "cam.mp4", mot05_frames)
+    states: list[str] = []
+    source = LiveSource(as_live(parse_source(f"door={path}")), Backoff(initial=0.05, maximum=0.2))
+    source.on_status = lambda name, status: states.append(status.state)
+    source.open()
+    try:
+        got, deadline = [], time.monotonic() + 20
+        while len(got) < 3 * len(mot05_frames) and time.monotonic() < deadline:
+            frame = source.read(timeout=0.5)
+            if frame is not None:
+                got.append(frame)
+                time.sleep(0.005)  # a slow consumer: frames in between may be dropped, never repeated
+        assert len(got) >= 3 * len(mot05_frames), f"only {len(got)} frames in 20 s; states {states}"
+        assert all(b.index > a.index for a, b in zip(got, got[1:]))
+        assert all(b.timestamp >= a.timestamp for a, b in zip(got, got[1:]))  # wall clock
+        assert abs(got[-1].timestamp - time.time()) < 30
+        # live -> reconnecting (end of file) -> live again, at least twice
+        drops = [i for i, s in enumerate(states) if s == "reconnecting" and i > 0 and states[i - 1] == "live"]
+        assert len(drops) >= 2 and "live" in states[drops[0]:]
+    finally:
+        source.close()
+    assert source.status.state == "ended"
+
+
+def test_dead_stream_backs_off_without_blocking_others(mot17_dir: Path, caplog):
+    """A camera that refuses connections retries in its own thread; a file source reads meanwhile; the
+    password in its URL appears in no log line or status."""
+    caplog.set_level(logging.DEBUG, logger="tracklink")
+    dead = LiveSource(parse_source("rtsp://admin:hunter2@127.0.0.1:9/stream"),
+                      Backoff(initial=0.05, factor=2.0, maximum=0.1, attempts=4, open_timeout_s=1.0))
+    file_source = make_source(str(mot17_dir / "MOT17-05-FRCNN"))
+    t0 = time.monotonic()
+    dead.open()
+    with file_source:
+        assert len(list(file_source)) == 6
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 20
+    while dead.status.state != "error" and time.monotonic() < deadline:
+        assert dead.read(timeout=0.05) is None
+    assert dead.status.state == "error", dead.status
+    assert "gave up after 4 attempts" in dead.status.reason
+    dead.close()
+    assert "hunter2" not in caplog.text and "hunter2" not in dead.status.reason
+    assert "127.0.0.1" in caplog.text  # the camera is still identifiable
