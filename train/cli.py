@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3.5e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--classifier-lr-mult", type=float, help="learning-rate multiplier of the new classifier (default 1)")
     p.add_argument("--freeze-bn", action="store_const", const=True, help="keep BN statistics fixed")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loader processes (default 2)")

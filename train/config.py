@@ -38,6 +38,7 @@ class TrainConfig:
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
+    classifier_lr_mult: float = 1.0  # rate multiplier of the new classifier (10 suits short fine-tunes)
     freeze_bn: bool = False  # keep BN statistics fixed: safer for tiny fine-tuning batches
     seed: int = 0
     workers: int = 2

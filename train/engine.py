@@ -174,8 +174,13 @@ class Trainer:
                 self.train_forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.criterion = build_criterion(cfg.loss, cls=cfg.cls_loss, alpha=cfg.alpha, sigma=cfg.sigma,
                                          lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The classifier starts from scratch on every new label set: it gets a larger rate (torchreid's
+        # "new layers" rule), so a short fine-tune does not spend its budget waiting for it.
+        classifier = [p for n, p in self.model.named_parameters() if n.startswith("head.classifier") and p.requires_grad]
+        others = [p for n, p in self.model.named_parameters() if not n.startswith("head.classifier") and p.requires_grad]
+        self.optimizer = torch.optim.Adam([{"params": others, "lr_mult": 1.0},
+                                           {"params": classifier, "lr_mult": cfg.classifier_lr_mult}],
+                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
         labels = {pid: i for i, pid in enumerate(self.classes)}
@@ -292,7 +297,7 @@ class Trainer:
         clips, labels = clips.to(self.device, non_blocking=True), labels.to(self.device)
         lr = learning_rate(self.cfg, self.position.step, self.total_steps, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
         with autocast:
             feat, embedding, logits = self.train_forward(clips.flatten(0, 1).contiguous(memory_format=self.memory_format))
