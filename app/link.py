@@ -169,6 +169,17 @@ class OnlineLinker:
     def identities(self) -> list[Identity]:
         return list(self._identities.values())
 
+    def restore(self, tracklets: Sequence[Tracklet]) -> None:
+        """Put stored, already linked tracklets back under their global ids (a viewer reopening a store).
+
+        New ids continue after the largest restored one, so a restored person never shares an id.
+        """
+        for t in tracklets:
+            if t.global_id is None:
+                raise ValueError(f"restore got {t.key} without a global id; link it instead")
+            self._identities.setdefault(t.global_id, Identity(t.global_id)).members.append(t)
+        self._next_id = max([self._next_id, *(g + 1 for g in self._identities)])
+
     def mature(self, tracklet: Tracklet) -> bool:
         return tracklet.num_embeddings >= self.config.min_embeddings
 

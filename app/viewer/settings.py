@@ -1,0 +1,197 @@
+"""What the viewer remembers between runs (QSettings) and the dialog that edits it.
+
+Command-line flags win over remembered settings, and a run that starts cleanly remembers its flags, so
+`tracklink view` with no flags reopens with the models and store of the last good run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                             QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget)
+
+DEFAULT_DB = "out/tracklink.db"  # the store `tracklink batch` writes with its default --out
+MAX_RECENT = 10
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+TRACKERS = ("bytetrack", "botsort")
+
+
+@dataclass
+class ViewerOptions:
+    """One pipeline run of the viewer. None means "the pipeline's own default" (as in `tracklink batch`)."""
+
+    sources: list[str] = field(default_factory=list)
+    db: str = DEFAULT_DB
+    detector: str | None = None
+    reid: str | None = None
+    backend: str | None = None
+    device: str | None = None
+    tracker: str = "bytetrack"
+    conf: float | None = None
+    link_threshold: float | None = None
+    # Identities with fewer boxes than this stay out of the people panel: a person glimpsed for a
+    # frame or two is usually a false detection, and the store still has them.
+    min_boxes: int = 3
+    # Frames are shrunk in the worker to at most this many pixels on their long side before the UI
+    # thread sees them, so painting 16 full-HD tiles never lands on the UI thread.
+    display_max: int = 960
+    max_steps: int | None = None  # --frames: stop stepping after this many pipeline steps
+
+
+# Keys of ViewerOptions that persist; sources and max_steps belong to one run only.
+_PERSISTED = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "min_boxes")
+
+
+class ViewerSettings:
+    """Typed access to a QSettings store (the user's by default; tests pass an .ini file)."""
+
+    def __init__(self, qsettings: QSettings | None = None):
+        self.qs = qsettings if qsettings is not None else QSettings("tracklink", "viewer")
+
+    def options(self) -> ViewerOptions:
+        """Remembered options (sources empty)."""
+        base = ViewerOptions()
+        values = {}
+        types = {f.name: f.type for f in fields(ViewerOptions)}
+        for key in _PERSISTED:
+            raw = self.qs.value(f"pipeline/{key}")
+            if raw is None or raw == "":
+                continue
+            kind = str(types[key])
+            try:
+                values[key] = (float(raw) if "float" in kind else int(raw) if "int" in kind else str(raw))
+            except (TypeError, ValueError):
+                continue  # a hand-edited or older settings file: fall back to the default
+        return replace(base, **values)
+
+    def save_options(self, options: ViewerOptions) -> None:
+        for key in _PERSISTED:
+            value = getattr(options, key)
+            if value is None:
+                self.qs.remove(f"pipeline/{key}")
+            else:
+                self.qs.setValue(f"pipeline/{key}", value)
+        self.qs.sync()
+
+    def merged(self, cli: ViewerOptions, given: set[str]) -> ViewerOptions:
+        """The remembered options overridden by the command-line flags the user actually gave."""
+        remembered = self.options()
+        return replace(remembered, sources=list(cli.sources), max_steps=cli.max_steps,
+                       **{k: getattr(cli, k) for k in given if k in _PERSISTED})
+
+    def recent_sources(self) -> list[str]:
+        value = self.qs.value("sources/recent") or []
+        return [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+    def add_recent_source(self, spec: str) -> None:
+        recent = [spec] + [s for s in self.recent_sources() if s != spec]
+        self.qs.setValue("sources/recent", recent[:MAX_RECENT])
+        self.qs.sync()
+
+    def value(self, key: str, default=None):
+        return self.qs.value(key, default)
+
+    def set_value(self, key: str, value) -> None:
+        self.qs.setValue(key, value)
+
+
+class SettingsDialog(QDialog):
+    """Models, backend and thresholds; accepting restarts the pipeline with them."""
+
+    def __init__(self, options: ViewerOptions, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("tracklink settings")
+        self._options = options
+        form = QFormLayout(self)
+        self.detector = self._path_row(form, "Detector", options.detector or "",
+                                       "yolox:PATH, an ultralytics model file, or empty for yolo11n.pt")
+        self.reid = self._path_row(form, "Re-ID model", options.reid or "",
+                                   ".onnx, .engine or tracklink .pt; empty for osnet_x0_25_msmt17")
+        self.db = self._path_row(form, "Store (SQLite)", options.db, "the same file `tracklink batch` writes")
+        self.backend = QComboBox()
+        self.backend.addItems(["auto", *BACKENDS])
+        self.backend.setCurrentText(options.backend or "auto")
+        form.addRow("Backend", self.backend)
+        self.device = QComboBox()
+        self.device.setEditable(True)
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.device.setCurrentText(options.device or "auto")
+        form.addRow("Device", self.device)
+        self.tracker = QComboBox()
+        self.tracker.addItems(TRACKERS)
+        self.tracker.setCurrentText(options.tracker)
+        form.addRow("Tracker", self.tracker)
+        self.threshold_from_model = QCheckBox("from the model (metadata or calibration)")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(-1.0, 1.0)
+        self.threshold.setDecimals(3)
+        self.threshold.setSingleStep(0.01)
+        self.threshold_from_model.toggled.connect(lambda on: self.threshold.setEnabled(not on))
+        self.threshold.setValue(options.link_threshold if options.link_threshold is not None else 0.7)
+        self.threshold_from_model.setChecked(options.link_threshold is None)
+        row = QHBoxLayout()
+        row.addWidget(self.threshold_from_model)
+        row.addWidget(self.threshold)
+        form.addRow("Link threshold", row)
+        self.conf_default = QCheckBox("detector default")
+        self.conf = QDoubleSpinBox()
+        self.conf.setRange(0.0, 1.0)
+        self.conf.setDecimals(2)
+        self.conf.setSingleStep(0.05)
+        self.conf_default.toggled.connect(lambda on: self.conf.setEnabled(not on))
+        self.conf.setValue(options.conf if options.conf is not None else 0.1)
+        self.conf_default.setChecked(options.conf is None)
+        row = QHBoxLayout()
+        row.addWidget(self.conf_default)
+        row.addWidget(self.conf)
+        form.addRow("Detector score", row)
+        self.min_boxes = QSpinBox()
+        self.min_boxes.setRange(1, 1000)
+        self.min_boxes.setValue(options.min_boxes)
+        form.addRow("Hide people with fewer boxes than", self.min_boxes)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Apply and restart")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _path_row(self, form: QFormLayout, label: str, value: str, tip: str) -> QLineEdit:
+        edit = QLineEdit(value)
+        edit.setPlaceholderText(tip)
+        edit.setToolTip(tip)
+        browse = QPushButton("…")
+        browse.setFixedWidth(32)
+
+        def pick() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, label, str(Path(edit.text().split(":", 1)[-1]).parent))
+            if path:
+                prefix = "yolox:" if edit.text().startswith("yolox:") else ""
+                edit.setText(prefix + path)
+
+        browse.clicked.connect(pick)
+        row = QHBoxLayout()
+        row.addWidget(edit)
+        row.addWidget(browse)
+        form.addRow(label, row)
+        return edit
+
+    def options(self) -> ViewerOptions:
+        def text(edit: QLineEdit) -> str | None:
+            return edit.text().strip() or None
+
+        def choice(combo: QComboBox) -> str | None:
+            value = combo.currentText().strip()
+            return None if value in ("", "auto") else value
+
+        return replace(self._options, detector=text(self.detector), reid=text(self.reid),
+                       db=text(self.db) or DEFAULT_DB, backend=choice(self.backend), device=choice(self.device),
+                       tracker=self.tracker.currentText(),
+                       link_threshold=None if self.threshold_from_model.isChecked() else self.threshold.value(),
+                       conf=None if self.conf_default.isChecked() else self.conf.value(),
+                       min_boxes=self.min_boxes.value())
+
+
+__all__ = ["DEFAULT_DB", "SettingsDialog", "ViewerOptions", "ViewerSettings"]
