@@ -19,6 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tracklink.train.cli", "train a video re-ID model with OSM+CAA"),
     "eval": ("tracklink.train.eval_cli", "cross-camera CMC/mAP of a model on a labelled dataset"),
     "import-weights": ("tracklink.models.import_cli", "turn a torchreid .pth or an OSNet ONNX into a checkpoint"),
+    "export": ("tracklink.export.cli", "export the re-ID model (ONNX, TensorRT) or the detector, verified"),
+    "bench": ("tracklink.export.bench", "crops/s and latency of the embedder per backend, and detector frames/s"),
+    "match": ("tracklink.app.match", "link tracklets given as crop folders into global identities"),
+    "calibrate": ("tracklink.app.calibrate_cli", "pick a model's link threshold on labelled data"),
+    "batch": ("tracklink.app.batch", "detect, track and link people in videos; write MOT files, a store and a summary"),
+    "eval-mot": ("tracklink.app.evalmot", "MOTA, IDF1 and HOTA of tracking results (MTMC IDF1 with --multi-camera)"),
+    "view": ("tracklink.app.viewer.cli", "desktop viewer: live camera grid, people across cameras, search by image"),
 }
 
 
@@ -37,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._argv = argv  # a launcher (train --nproc) re-runs the same command in each worker
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

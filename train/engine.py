@@ -162,6 +162,10 @@ class Trainer:
         self.model, self.meta = self._build_model()
         # Channels-last on CPU: oneDNN's grouped 3x3 convs (all over OSNet) are much faster in that layout.
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        if self.device.type == "cpu":
+            # Denormal weights make x86 kernels crawl. Set once, before the first step, so a resumed run
+            # computes exactly like an uninterrupted one (the runtime's torch backend sets it too).
+            torch.set_flush_denormal(True)
         self.model.to(self.device, memory_format=self.memory_format)
         self.train_forward: nn.Module = _TrainForward(self.model)
         if self.dist.enabled:
