@@ -30,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tracklink", description=__doc__.splitlines()[0])
+    import tracklink
+
+    parser = argparse.ArgumentParser(prog="tracklink", description=tracklink.__doc__)
     parser.add_argument("--version", action="version", version=f"tracklink {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
