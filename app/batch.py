@@ -88,7 +88,7 @@ def load_models(options: BatchOptions):
     from tracklink import TracklinkError
     from tracklink.app.detect import DetectorConfig, make_detector
     from tracklink.app.link import resolve_threshold
-    from tracklink.app.weights import identify, resolve_reid
+    from tracklink.app.weights import resolve_reid
 
     errors, detector, embedder, reid_path = [], None, None, None
     config = DetectorConfig() if options.conf is None else DetectorConfig(conf=options.conf)
@@ -105,13 +105,7 @@ def load_models(options: BatchOptions):
         errors.append(str(exc))
     if errors:
         raise TracklinkError("\n  ".join(errors))
-    try:
-        threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
-    except TracklinkError:
-        entry = identify(reid_path)  # a published file: its catalogue entry has a measured threshold
-        if entry is None:
-            raise
-        threshold = entry.link_threshold
+    threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
     return detector, embedder, reid_path, threshold
 
 

@@ -40,6 +40,7 @@ from scipy.optimize import linear_sum_assignment
 
 from tracklink import TracklinkError
 from tracklink.app.records import Identity, Tracklet
+from tracklink.app.weights import identify
 
 TransitWindows = Mapping[tuple[str, str], tuple[float, float]]
 SIDECAR_SUFFIX = ".link.json"
@@ -482,7 +483,8 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 
 
 def resolve_threshold(model_path: str | os.PathLike, meta, cli_value: float | None) -> float:
-    """The link threshold: the command line, else the calibration sidecar, else the model's metadata.
+    """The link threshold: the command line, else the calibration sidecar, else the model's metadata, else
+    the catalogue entry of a published model file (by checksum).
 
     The sidecar beats the metadata because it is the more specific of the two: `calibrate --write` only
     writes one for an ONNX or engine file, whose metadata was frozen at export (from the checkpoint's), so
@@ -500,6 +502,8 @@ def resolve_threshold(model_path: str | os.PathLike, meta, cli_value: float | No
         origin = str(side)
     elif meta is not None and getattr(meta, "link_threshold", None) is not None:
         value, origin = meta.link_threshold, f"the metadata of {model_path}"
+    elif (entry := identify(model_path)) is not None:  # a published file: its catalogue entry was calibrated
+        value, origin = entry.link_threshold, f"the catalogue entry {entry.name}"
     else:
         raise TracklinkError(
             f"no link threshold for {model_path}: its metadata has none and there is no {side.name}. "

@@ -276,6 +276,11 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, precis
     if task == "reid":
         props = {p.key: p.value for p in proto.metadata_props}
         meta = meta_from_onnx(props, dims, [d.dim_value for d in outp.type.tensor_type.shape.dim], onnx_path.name)
+        if meta.link_threshold is None:
+            from tracklink.app.weights import identify
+
+            entry = identify(onnx_path)  # a published ONNX: the engine keeps its calibrated threshold
+            meta.link_threshold = entry.link_threshold if entry is not None else None
     if precision == "int8" and meta is None:
         raise TracklinkError("INT8 detector engines are not supported; build the detector in fp16 or fp32")
     if precision == "int8" and calib_dir is None:

@@ -19,8 +19,14 @@ def run(args: argparse.Namespace) -> int:
     from tracklink.models.checkpoint import save_checkpoint
     from tracklink.models.onnx_import import import_weights
 
+    from tracklink.app.weights import identify
+
     model, meta = import_weights(args.source, arch=args.arch)
+    entry = identify(args.source)
+    if entry is not None:  # a published file: keep its calibrated link threshold with the weights
+        meta.link_threshold = entry.link_threshold
     save_checkpoint(args.out, model, meta)
     print(json.dumps({"out": str(args.out), "arch": meta.arch, "embedding_dim": meta.embedding_dim,
-                      "input_size": list(meta.input_size), "bn_folded": meta.bn_folded}))
+                      "input_size": list(meta.input_size), "bn_folded": meta.bn_folded,
+                      "link_threshold": meta.link_threshold}))
     return 0

@@ -135,3 +135,20 @@ def test_bn_reinflation_keeps_the_eval_function(osnet_onnx: Path, pku_crops: lis
 def test_import_rejects_non_osnet_onnx(yolox_onnx: Path) -> None:
     with pytest.raises(TracklinkError, match="OSNet"):
         import_weights(yolox_onnx)
+
+
+def test_import_weights_keeps_the_published_link_threshold(osnet_onnx: Path, tmp_path: Path, capsys) -> None:
+    from tracklink.app.weights import CATALOGUE
+    from tracklink.cli import main
+
+    assert main(["import-weights", str(osnet_onnx), "--out", str(tmp_path / "m.pt")]) == 0
+    _, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta.link_threshold == CATALOGUE["osnet_x0_25_msmt17"].link_threshold
+    other = tmp_path / "other.onnx"
+    import onnx
+
+    proto = onnx.load(str(osnet_onnx))
+    proto.producer_name = "someone else"  # same weights, not the published file: no threshold is assumed
+    onnx.save(proto, str(other))
+    assert main(["import-weights", str(other), "--out", str(tmp_path / "o.pt")]) == 0
+    assert load_checkpoint(tmp_path / "o.pt")[1].link_threshold is None
