@@ -21,25 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TRACKLINK_ASSETS", REPO.parent / "shared" / "assets"))
 SIZE = (640, 480)
+sys.path.insert(0, str(REPO / "tests"))  # the test videos are cut by a test fixture
 
-
-def write_camera(sequence: Path, out: Path, frames: int, size: tuple[int, int] = SIZE) -> Path:
-    """A 640x480 MJPG video from a MOTChallenge sequence: centre-cropped to 4:3, played forth and back."""
-    import cv2
-
-    images = []
-    for path in sorted((sequence / "img1").glob("*.jpg")):
-        image = cv2.imread(str(path))
-        h, w = image.shape[:2]
-        cw = min(w, round(h * size[0] / size[1]))
-        x0 = (w - cw) // 2
-        images.append(cv2.resize(image[:, x0:x0 + cw], size, interpolation=cv2.INTER_AREA))
-    order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, size)
-    for k in range(frames):
-        writer.write(images[order[k % len(order)]])
-    writer.release()
-    return out
+from fixtures_video import write_camera  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

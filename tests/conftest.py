@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,13 @@ def osnet_checkpoint(osnet_onnx: Path, tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("models") / "osnet_x0_25_msmt17.pt"
     save_checkpoint(path, model, meta)
     return path
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails: proves the run needs no network."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,16 +40,6 @@ def ping_pong(n: int, length: int) -> list[int]:
     """0, 1, ..., n-1, n-2, ..., 1, 0, 1, ...: smooth motion back and forth, `length` frames."""
     cycle = list(range(n)) + list(range(n - 2, 0, -1))
     return [cycle[i % len(cycle)] for i in range(length)]
-
-
-@pytest.fixture()
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails: proves the run needs no network."""
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def model_args(yolox_onnx: Path, osnet_onnx: Path) -> list[str]:

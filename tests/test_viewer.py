@@ -22,25 +22,10 @@ from tracklink.app.store import SqliteStore  # noqa: E402
 from tracklink.app.viewer.settings import ViewerOptions, ViewerSettings  # noqa: E402
 from tracklink.app.viewer.window import MainWindow  # noqa: E402
 
+from fixtures_video import write_camera  # noqa: E402
+
 FRAMES = 120  # more than the test needs: the cameras must still be running at its end
 SIZE = (640, 480)
-
-
-def write_camera(sequence: Path, out: Path, frames: int = FRAMES, size: tuple[int, int] = SIZE) -> Path:
-    """A 640x480 MJPG video from a MOTChallenge sequence: centre-cropped to 4:3, played forth and back."""
-    images = []
-    for path in sorted((sequence / "img1").glob("*.jpg")):
-        image = cv2.imread(str(path))
-        h, w = image.shape[:2]
-        cw = min(w, round(h * size[0] / size[1]))
-        x0 = (w - cw) // 2
-        images.append(cv2.resize(image[:, x0:x0 + cw], size, interpolation=cv2.INTER_AREA))
-    order = list(range(len(images))) + list(range(len(images) - 2, 0, -1))  # 0..n-1..1: no jump at the turn
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, size)
-    for k in range(frames):
-        writer.write(images[order[k % len(order)]])
-    writer.release()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +33,8 @@ def cameras(mot17_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     root = tmp_path_factory.mktemp("cameras")
     bad = root / "broken.avi"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    return {"street": write_camera(mot17_dir / "MOT17-05-FRCNN", root / "street.avi"),
-            "square": write_camera(mot17_dir / "MOT17-04-FRCNN", root / "square.avi"),
+    return {"street": write_camera(mot17_dir / "MOT17-05-FRCNN", root / "street.avi", FRAMES, SIZE),
+            "square": write_camera(mot17_dir / "MOT17-04-FRCNN", root / "square.avi", FRAMES, SIZE),
             "broken": bad}
 
 

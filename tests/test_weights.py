@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -15,16 +14,6 @@ from tracklink import TracklinkError
 from tracklink.app import weights
 from tracklink.app.detect import github_reachable
 from tracklink.cli import main
-
-
-@pytest.fixture()
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails: proves the run needs no network."""
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_defaults_offline_name_both_flags(tmp_path: Path, monkeypatch, mot17_dir: Path, capsys):
