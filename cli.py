@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        # No abbreviated flags: `--npr 2` silently meaning `--nproc 2` is not worth the surprise.
+        sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                            allow_abbrev=False)
         module.add_arguments(sp)
         sp.set_defaults(_module=module)
     return parser

@@ -90,6 +90,9 @@ def import_osnet_onnx(path: str | Path) -> tuple[ReIDModel, ModelMeta]:
 
     for node in conv_nodes:
         conv_path = _module_path(node.output[0])
+        if any(name not in inits for name in node.input[1:]):
+            raise TracklinkError(f"{path}: conv {conv_path} takes weights that are not stored initializers; "
+                                 "export the model again with constant folding")
         put(f"{conv_path}.weight", inits[node.input[1]])
         if len(node.input) < 3:
             continue
@@ -142,7 +145,11 @@ def import_torchreid(path: str | Path, arch: str | None = None) -> tuple[ReIDMod
         if arch is None:
             raise TracklinkError(f"{path}: cannot tell the architecture; pass --arch")
     model = build_model(arch, num_classes=0).eval()
-    result = model.backbone.load_state_dict(state, strict=False)
+    try:
+        result = model.backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when strict=False
+        raise TracklinkError(f"{path}: weights do not fit {arch}: {str(exc).splitlines()[1:2] or exc}; "
+                             "pass the right --arch") from None
     if result.missing_keys:
         raise TracklinkError(f"{path}: weights do not fit {arch}; missing e.g. {result.missing_keys[:3]}")
     meta = ModelMeta(arch=arch, embedding_dim=model.embedding_dim, source=path.name)

@@ -108,3 +108,10 @@ def test_a_dead_rank_ends_the_job_with_a_clear_error(pku_dir: Path, tmp_path: Pa
     _, err = proc.communicate(timeout=120)  # no hang: torchrun ends the surviving rank
     assert proc.returncode == 2
     assert "distributed training stopped" in err and "SIGKILL" in err and "--resume" in err
+
+
+def test_two_ranks_train_without_a_classification_loss(pku_dir: Path, tmp_path: Path) -> None:
+    # The classifier then gets no gradient; DDP must not wait for one.
+    out = tmp_path / "nocls"
+    assert main(_args(pku_dir, out, "--nproc", "2", "--p", "2", "--cls-loss", "none", "--epochs", "1")) == 0
+    assert len(_steps(out)) == 2

@@ -154,3 +154,17 @@ def test_bad_input_gets_one_clear_message(case: str, tiny_data: Path, tmp_path: 
     err = capsys.readouterr().err
     assert expected in err
     assert "Traceback" not in err and len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def test_resume_needs_the_same_options_but_not_the_init_file(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    first = tmp_path / "first"
+    assert main(_train_args(tiny_data, first, "--epochs", "1")) == 0
+    init = tmp_path / "init.pt"
+    init.write_bytes((first / "last.pt").read_bytes())
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_data, out, "--init", str(init))) == 0
+    init.unlink()  # the checkpoint holds everything a resume needs
+    assert main(_train_args(tiny_data, out, "--init", str(init), "--resume", "--workers", "1")) == 0
+    capsys.readouterr()
+    assert main(_train_args(tiny_data, out, "--resume", "--lr", "0.5")) == 2
+    assert "--resume with a different lr" in capsys.readouterr().err

@@ -74,6 +74,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from tracklink import TracklinkError
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from tracklink.train.engine import LAST, Trainer
 
     if args.nproc is not None:
+        if "LOCAL_RANK" in os.environ:  # already a torchrun worker: launching again would never end
+            raise TracklinkError("--nproc inside a torchrun worker; give --nproc or use torchrun, not both")
         if args.nproc < 1:
             raise TracklinkError(f"--nproc must be at least 1, got {args.nproc}")
         from tracklink.train.distributed import launch
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.data:
         raise TracklinkError("no training data: pass --data KIND:PATH (e.g. --data folder:path/to/ids)")
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, resume_from=last if args.resume else None)
     try:
         if args.resume:
             trainer.resume()

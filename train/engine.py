@@ -38,11 +38,15 @@ from tracklink.train.sampler import ClipDataset, PKTSampler, make_loader
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
+# Options a resumed run may change: they do not touch the batch plan, the schedule or the numbers.
+RESUMABLE_CHANGES = {"workers", "progress", "checkpoint_seconds", "dist_timeout", "verify_sync", "device", "out"}
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"  # under torchrun each rank has its own GPU
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TracklinkError(f"--device {name} asked for CUDA, but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
@@ -135,7 +139,9 @@ def _unwrap_worker_error(exc: Exception) -> Exception:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, resume_from: Path | None = None) -> None:
+        """`resume_from`: a checkpoint whose training state `resume()` will load; the model is then built
+        from its metadata instead of from --init, which may have moved since."""
         self.cfg = cfg
         torch.manual_seed(cfg.seed)  # weight init and the new classifier; the data order has its own seeds
         self.out = Path(cfg.out)
@@ -159,7 +165,7 @@ class Trainer:
                                  f"but only {len(self.classes)} are selected")
         self.eval_dataset = load_identities(cfg.data, cfg.eval_ids) if cfg.eval_ids else None
 
-        self.model, self.meta = self._build_model()
+        self.model, self.meta = self._build_model(resume_from)
         # Channels-last on CPU: oneDNN's grouped 3x3 convs (all over OSNet) are much faster in that layout.
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         if self.device.type == "cpu":
@@ -174,8 +180,11 @@ class Trainer:
                 # normalises by its own batch (use --freeze-bn where that matters).
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
                 self.train_forward = _TrainForward(self.model)
+            # Without a classification loss the head (neck BN, classifier) gets no gradient: DDP must be
+            # told, or it waits for those gradients forever.
             self.train_forward = nn.parallel.DistributedDataParallel(
-                self.train_forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.train_forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.cls_loss == "none")
         self.criterion = build_criterion(cfg.loss, cls=cfg.cls_loss, alpha=cfg.alpha, sigma=cfg.sigma,
                                          lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss)
         # The classifier starts from scratch on every new label set: it gets a larger rate (torchreid's
@@ -198,11 +207,15 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.position = Position()
         self.history: list[dict[str, Any]] = []
+        self._epoch_sums: dict[str, float] = {}  # this epoch's loss sums and step count, kept across a resume
 
     # ------------------------------------------------------------------ setup
 
-    def _build_model(self) -> tuple[ReIDModel, ModelMeta]:
+    def _build_model(self, resume_from: Path | None = None) -> tuple[ReIDModel, ModelMeta]:
         cfg = self.cfg
+        if resume_from is not None:  # weights, classes and metadata all come with the checkpoint
+            meta = ModelMeta.from_dict(read_checkpoint(resume_from)["meta"])
+            return build_model(meta.arch, num_classes=len(self.classes), pooling=meta.pooling), meta
         if cfg.init:
             model, meta = load_init(cfg.init)
             if meta.arch != cfg.arch:
@@ -251,6 +264,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "history": json.dumps(self.history),
+                "world_size": self.dist.world_size,
+                "epoch_sums": json.dumps(self._epoch_sums),
             },
         }, path)
         return path
@@ -263,16 +278,22 @@ class Trainer:
             raise TracklinkError(f"{path} holds no training state (an exported or imported model?); "
                                  "pass it as --init to start a new run from its weights")
         saved = TrainConfig.from_dict(state["config"])
-        for key in ("data", "ids", "arch", "p", "k", "t", "seed", "epochs", "loss", "cls_loss"):
+        for key in sorted(set(vars(saved)) - RESUMABLE_CHANGES):
             if getattr(saved, key) != getattr(self.cfg, key):
                 raise TracklinkError(f"--resume with a different {key} ({getattr(self.cfg, key)!r}) than the run in "
                                      f"{path} ({getattr(saved, key)!r}); resume with the same options or start a new --out")
+        world = state.get("world_size", 1)
+        if world != self.dist.world_size:
+            raise TracklinkError(f"{path} was trained by {world} process(es), this resume has {self.dist.world_size}: "
+                                 f"the batch plan would change. Resume with --nproc {world}")
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.position = Position(**state["position"])
         self.history = json.loads(state["history"])
+        self._epoch_sums = json.loads(state.get("epoch_sums", "{}"))
         if self.dist.is_main:
             self._truncate_logs()
         log.info("resumed %s at epoch %d, batch %d (step %d)", path, self.position.epoch + 1,
@@ -345,8 +366,8 @@ class Trainer:
             while self.position.epoch < cfg.epochs:
                 epoch = self.position.epoch
                 self._set_train_mode()
-                sums: dict[str, float] = {}
-                count, started = 0, time.monotonic()
+                sums = self._epoch_sums
+                started = time.monotonic()
                 loader = make_loader(self.clips, self.sampler, epoch, self.position.batch, cfg.workers,
                                      rank=self.dist.rank, world_size=self.dist.world_size)
                 bar = tqdm(total=self.steps_per_epoch, initial=self.position.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -364,7 +385,7 @@ class Trainer:
                         for k, v in parts.items():
                             if isinstance(v, float):
                                 sums[k] = sums.get(k, 0.0) + v
-                        count += 1
+                        sums["_steps"] = sums.get("_steps", 0.0) + 1
                         bar.update(1)
                         bar.set_postfix(loss=f"{parts['loss']:.4f}")
                         if distributed.any_rank(bool(stop.get("signal")), self.device):
@@ -380,8 +401,10 @@ class Trainer:
                     raise _unwrap_worker_error(exc) from None
                 finally:
                     bar.close()
+                count = max(sums.pop("_steps", 1.0), 1.0)
                 record = {"epoch": epoch + 1, "steps": self.position.step, "seconds": round(time.monotonic() - started, 2),
-                          **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()}}
+                          **{f"mean_{k}": v / count for k, v in sums.items()}}
+                self._epoch_sums = {}
                 self.position = Position(epoch + 1, 0, self.position.step)
                 if self.eval_dataset is not None:
                     record.update(self._eval_record())
