@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def run_batch(options: BatchOptions) -> dict:
 
     pipeline = Pipeline([make_source(s) for s in to_run], detector, embedder,
                         PipelineConfig(tracker=TrackerConfig(options.tracker)), store, linker, prints)
-    writers = _VideoWriters(out, {s.name: s.fps for s in pipeline.sources}) if options.save_video else None
+    writers = _VideoWriters(out, pipeline.sources) if options.save_video else None
     bars: dict[str, object] = {}
     interrupted = False
     try:
@@ -321,8 +322,9 @@ def _progress_bars(sources, enabled: bool) -> dict:
 class _VideoWriters:
     """One annotated mp4 per camera, opened at its first frame (when the size is known)."""
 
-    def __init__(self, out: Path, fps: dict[str, float | None]):
-        self.out, self.fps = out, fps
+    def __init__(self, out: Path, sources: Sequence):
+        # The sources, not their rates: a source knows its fps only once it is open.
+        self.out, self.sources = out, {s.name: s for s in sources}
         self.writers: dict[str, object] = {}
 
     def write(self, cam) -> None:
@@ -334,7 +336,8 @@ class _VideoWriters:
         writer = self.writers.get(frame.camera)
         if writer is None:
             h, w = frame.image.shape[:2]
-            fps = self.fps.get(frame.camera) or 30.0  # live sources may not report a rate
+            source = self.sources.get(frame.camera)
+            fps = (source.fps if source is not None else None) or 30.0  # live sources may not report a rate
             writer = cv2.VideoWriter(str(self.out / f"{frame.camera}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                                      fps, (w, h))
             self.writers[frame.camera] = writer

@@ -181,6 +181,15 @@ class OnlineLinker:
             self._identities.setdefault(t.global_id, Identity(t.global_id)).members.append(t)
         self._next_id = max([self._next_id, *(g + 1 for g in self._identities)])
 
+    def forget(self, camera: str) -> None:
+        """Drop a camera's tracklets (a camera that failed: its results are incomplete and will be redone),
+        and the identities left without members."""
+        for gid in list(self._identities):
+            identity = self._identities[gid]
+            identity.members = [m for m in identity.members if m.camera != camera]
+            if not identity.members:
+                del self._identities[gid]
+
     def mature(self, tracklet: Tracklet) -> bool:
         return tracklet.num_embeddings >= self.config.min_embeddings
 

@@ -38,6 +38,8 @@ class Linker(Protocol):
 
     def link_many(self, tracklets: Sequence[Tracklet]) -> list[int]: ...
 
+    def forget(self, camera: str) -> None: ...
+
     @property
     def identities(self) -> list: ...
 
@@ -430,6 +432,11 @@ class Pipeline:
         ended = cam.pool.end(cam.tracker.finish())
         cam.source.close()
         if error:
+            # Its tracklets leave the gallery and are not written: the re-run replaces the camera's rows.
+            if self.linker is not None:
+                self.linker.forget(name)
+            for key in [k for k, t in self._dirty.items() if t.camera == name]:
+                del self._dirty[key]
             self._fail(cam.source, error, started=True, frames=cam.pool.frames)
             return []
         self.done.append(name)

@@ -29,13 +29,15 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_FPS = 30.0  # for a recording that does not say its rate; logged when used
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# Up to the last "@" before the path: a password may itself hold an unencoded "@" (FFmpeg accepts that).
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:user|username|password|pass|pwd|token|auth)=)[^&#\s]*", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def redact(text: str) -> str:
     """Hide `user:pass@` in URLs: camera passwords must never reach logs, the store or error messages."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", str(text))
+    return _SECRET_QUERY.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", str(text)))
 
 
 # ---------------------------------------------------------------------------------------------- specs

@@ -152,6 +152,12 @@ class CameraTracker:
         self.features: FrameFeatures | None = None
         # BOTSORT uses appearance only in its first association, over high-score boxes: embed no others.
         self.appearance_min_conf = float(args.track_high_thresh)
+        # Older ultralytics releases number tracks with one process-wide counter that every new tracker
+        # resets: a camera added while others run would hand out their ids again. Keep it going (newer
+        # releases count per tracker and leave it alone).
+        from ultralytics.trackers.basetrack import BaseTrack
+
+        count = BaseTrack._count
         if self.config.kind == "botsort":
             self._tracker = BOTSORT(args)
             self.features = FrameFeatures()
@@ -159,6 +165,7 @@ class CameraTracker:
             args.with_reid = True
         else:
             self._tracker = BYTETracker(args)
+        BaseTrack._count = max(BaseTrack._count, count)
         self._alive: set[int] = set()
 
     @property

@@ -314,3 +314,21 @@ def test_calibrate_then_match_on_pku_open_world(pku_open_world, osnet_onnx, tmp_
     scores = pairwise_scores(predicted, pku_open_world["test_labels"])
     assert scores["f1"] >= F1_BAR, scores
     assert summary["identities"] == len(set(predicted.values()))
+
+
+def test_forget_drops_a_failed_cameras_tracklets() -> None:
+    from tracklink.app.link import LinkConfig, OnlineLinker
+    from tracklink.app.records import Tracklet
+
+    def tracklet(camera: str, tid: int, vec) -> Tracklet:
+        return Tracklet(camera, tid, 1, 10, 0.0, 1.0, feature_sum=np.asarray(vec, np.float32), num_embeddings=5)
+
+    linker = OnlineLinker(LinkConfig(threshold=0.5, camera_prior=None))
+    a, b = tracklet("A", 1, [1, 0, 0]), tracklet("B", 1, [1, 0.05, 0])
+    linker.link_many([a])
+    linker.link_many([b])
+    assert a.global_id == b.global_id
+    linker.forget("B")
+    assert [m.camera for i in linker.identities for m in i.members] == ["A"]
+    linker.forget("A")
+    assert linker.identities == []

@@ -151,3 +151,11 @@ def test_dead_stream_backs_off_without_blocking_others(mot17_dir: Path, caplog):
     dead.close()
     assert "hunter2" not in caplog.text and "hunter2" not in dead.status.reason
     assert "127.0.0.1" in caplog.text  # the camera is still identifiable
+
+
+def test_redact_hides_passwords_with_at_signs_and_query_secrets() -> None:
+    from tracklink.app.sources import redact
+
+    assert redact("cannot open rtsp://admin:p@ss@10.0.0.5/live") == "cannot open rtsp://***@10.0.0.5/live"
+    assert "s3cret" not in redact("http://cam.local/video.mjpg?user=admin&pwd=s3cret&res=hd")
+    assert redact("http://cam.local/video.mjpg?res=hd") == "http://cam.local/video.mjpg?res=hd"
