@@ -72,6 +72,9 @@ def test_batch_on_two_mot17_sequences_offline(tmp_path: Path, mot17_dir: Path, y
             assert by_box[tuple(np.round(r[[0, 2, 3]], 2))] == gid_of[int(r[1])]
         video = cv2.VideoCapture(str(out / f"{seq}.mp4"))
         assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        rate = next(line.split("=")[1] for line in (mot17_dir / seq / "seqinfo.ini").read_text().splitlines()
+                    if line.startswith("frameRate"))
+        assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(float(rate))  # plays at the footage's speed
     assert summary["frames"] == summary["frames_processed"] == 10
     assert summary["tracklets"] == len(store.tracklets())
     assert summary["identities"] == len(store.identities()) == len({t.global_id for t in store.tracklets()})
