@@ -76,28 +76,20 @@ def embed_crop_tracklets(embed: Callable[[list], "np.ndarray"], layout: Sequence
     Crops of all tracklets share embedder calls of `batch_size`, as the pipeline batches across cameras.
     `track_id` is the folder's 1-based position within its camera.
     """
-    import numpy as np
-    from tqdm import tqdm
-
     from tracklink.app.records import Tracklet
-    from tracklink.models.preprocess import read_image
+    from tracklink.train.evaluate import embed_frames
 
     nan = float("nan")
     tracklets, position = [], {}
     for cam, _, frames in layout:
         position[cam] = position.get(cam, 0) + 1
         tracklets.append(Tracklet(cam, position[cam], 1, len(frames), nan, nan, ended=True))
-    frames = [(i, path) for i, (_, _, paths) in enumerate(layout) for path in paths]
-    with tqdm(total=len(frames), desc="embed", unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start:start + batch_size]
-            feats = np.asarray(embed([read_image(p) for _, p in chunk]), dtype=np.float32)
-            for (i, _), f in zip(chunk, feats):
-                t = tracklets[i]
-                t.feature_sum = f.copy() if t.feature_sum is None else t.feature_sum + f
-                t.num_embeddings += 1
-                t.num_boxes += 1
-            bar.update(len(chunk))
+    feats, owner = embed_frames(embed, [paths for _, _, paths in layout], batch_size, progress)
+    for i, t in enumerate(tracklets):
+        mine = feats[owner == i]
+        if len(mine):
+            t.feature_sum = mine.sum(axis=0)
+            t.num_embeddings = t.num_boxes = len(mine)
     return tracklets
 
 

@@ -21,12 +21,20 @@ EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
 def embed_tracklets(embed: EmbedFn, tracklets: Sequence[Tracklet], batch_size: int = 64,
                     progress: bool = True, desc: str = "embed", rank: int = 0, world_size: int = 1,
                     gather: Callable[[object], list] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Embed every frame once; returns (features (F, D), index of each frame's tracklet (F,)).
+    """Embed every frame once; returns (features (F, D), index of each frame's tracklet (F,))."""
+    return embed_frames(embed, [t.frames for t in tracklets], batch_size, progress, desc, rank, world_size, gather)
+
+
+def embed_frames(embed: EmbedFn, frame_lists: Sequence[Sequence], batch_size: int = 64, progress: bool = True,
+                 desc: str = "embed", rank: int = 0, world_size: int = 1,
+                 gather: Callable[[object], list] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the image files of several tracklets in shared batches; returns (features (F, D), index of each
+    frame's tracklet (F,)).
 
     With world_size > 1 this rank embeds frames rank, rank + world_size, ... and `gather` (an all-gather
     of Python objects) assembles the full matrix on every rank.
     """
-    frames = [(i, path) for i, t in enumerate(tracklets) for path in t.frames]
+    frames = [(i, path) for i, paths in enumerate(frame_lists) for path in paths]
     mine = frames[rank::world_size]
     feats: list[np.ndarray] = []
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress, leave=False) as bar:
