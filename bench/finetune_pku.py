@@ -9,25 +9,14 @@ Every run goes through the real CLI (`tracklink train`, `tracklink eval`). Print
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import time
 from pathlib import Path
 
-from tracklink.cli import main as tracklink
+from cli_json import cli_json  # bench/ is on sys.path when a bench script runs
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("image_rank1", "image_rank5", "image_mAP", "tracklet_rank1", "tracklet_rank5", "tracklet_mAP")
-
-
-def run_json(args: list[str]) -> dict:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = tracklink(args)
-    if code != 0:
-        raise SystemExit(f"tracklink {' '.join(args)} exited {code}")
-    return json.loads(buf.getvalue().strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -45,17 +34,17 @@ def main() -> None:
     onnx = assets / "models" / "osnet_x0_25_msmt17.onnx"
     started = time.monotonic()
     imported = out / "osnet_x0_25_msmt17.pt"
-    run_json(["import-weights", str(onnx), "--out", str(imported)])
+    cli_json(["import-weights", str(onnx), "--out", str(imported)])
     evaluate = ["--data", data, "--ids", "29-40", "--json", "--no-progress"]
     result = {"protocol": "train ids 1-28, evaluate ids 29-40 (sorted), cross-camera, both directions",
-              "before": {k: run_json(["eval", "--model", str(imported), *evaluate])[k] for k in KEYS}, "runs": {}}
+              "before": {k: cli_json(["eval", "--model", str(imported), *evaluate])[k] for k in KEYS}, "runs": {}}
     for loss in args.losses.split(","):
         t0 = time.monotonic()
-        run_json(["train", "--data", data, "--ids", "1-28", "--init", str(onnx), "--arch", "osnet_x0_25",
+        cli_json(["train", "--data", data, "--ids", "1-28", "--init", str(onnx), "--arch", "osnet_x0_25",
                   "--epochs", str(args.epochs), "--loss", loss, "--out", str(out / loss), "--no-progress",
                   "--json", *args.extra.split()])
         train_s = time.monotonic() - t0
-        after = run_json(["eval", "--model", str(out / loss / "last.pt"), *evaluate])
+        after = cli_json(["eval", "--model", str(out / loss / "last.pt"), *evaluate])
         result["runs"][loss] = {"train_seconds": round(train_s, 1), **{k: after[k] for k in KEYS}}
         print(json.dumps({loss: result["runs"][loss]}), flush=True, file=__import__("sys").stderr)
     result["total_seconds"] = round(time.monotonic() - started, 1)

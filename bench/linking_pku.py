@@ -19,8 +19,6 @@ halves of one person in one camera count too) and cross-camera pairs only. Rows:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shutil
 import sys
@@ -38,16 +36,7 @@ from fixtures_pku import CALIBRATION_IDS, TEST_IDS, build_pku_open_world, pairwi
 
 from tracklink.app.link import calibrate_threshold  # noqa: E402
 from tracklink.app.match import embed_crop_tracklets, read_crop_layout  # noqa: E402
-from tracklink.cli import main as tracklink  # noqa: E402
-
-
-def cli_json(argv: list[str]) -> dict:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = tracklink(argv)
-    if code != 0:
-        raise SystemExit(f"tracklink {' '.join(argv)} exited {code}")
-    return json.loads(out.getvalue().strip().splitlines()[-1])
+from cli_json import cli_json  # noqa: E402
 
 
 def scores(predicted: dict[str, int], truth: dict[str, str]) -> dict:
