@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from tracklink.app.track import TRACKERS
+
 log = logging.getLogger(__name__)
 
-TRACKERS = ("bytetrack", "botsort")
 # CPU threads per model; 0 is the runtime's default, one per core. On our 2-core CPU, 480x360 with re-ID:
 # 35 fps with 2 threads against 27 with 1 when the other core was idle; with it busy, the same speed at
 # 1.5x the CPU time. Pass 1 where other work shares the cores. (ONNX Runtime's threads never spin-wait

@@ -13,10 +13,13 @@ from PyQt6.QtCore import QSettings
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                              QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget)
 
+from tracklink.app.detect import DetectorConfig
+from tracklink.app.track import TRACKERS
+from tracklink.app.weights import CATALOGUE, DEFAULT_REID
+from tracklink.export.runtime import BACKENDS
+
 DEFAULT_DB = "out/tracklink.db"  # the store `tracklink batch` writes with its default --out
 MAX_RECENT = 10
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-TRACKERS = ("bytetrack", "botsort")
 
 
 @dataclass
@@ -124,30 +127,14 @@ class SettingsDialog(QDialog):
         self.tracker.addItems(TRACKERS)
         self.tracker.setCurrentText(options.tracker)
         form.addRow("Tracker", self.tracker)
-        self.threshold_from_model = QCheckBox("from the model (metadata or calibration)")
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(-1.0, 1.0)
-        self.threshold.setDecimals(3)
-        self.threshold.setSingleStep(0.01)
-        self.threshold_from_model.toggled.connect(lambda on: self.threshold.setEnabled(not on))
-        self.threshold.setValue(options.link_threshold if options.link_threshold is not None else 0.7)
-        self.threshold_from_model.setChecked(options.link_threshold is None)
-        row = QHBoxLayout()
-        row.addWidget(self.threshold_from_model)
-        row.addWidget(self.threshold)
-        form.addRow("Link threshold", row)
-        self.conf_default = QCheckBox("detector default")
-        self.conf = QDoubleSpinBox()
-        self.conf.setRange(0.0, 1.0)
-        self.conf.setDecimals(2)
-        self.conf.setSingleStep(0.05)
-        self.conf_default.toggled.connect(lambda on: self.conf.setEnabled(not on))
-        self.conf.setValue(options.conf if options.conf is not None else 0.1)
-        self.conf_default.setChecked(options.conf is None)
-        row = QHBoxLayout()
-        row.addWidget(self.conf_default)
-        row.addWidget(self.conf)
-        form.addRow("Detector score", row)
+        # Unchecking "default" starts the value at the default in force: the published model's calibrated
+        # threshold, and the detector's own score threshold.
+        self.threshold_from_model, self.threshold = self._optional_row(
+            form, "Link threshold", "from the model (metadata or calibration)", options.link_threshold,
+            CATALOGUE[DEFAULT_REID].link_threshold, (-1.0, 1.0), decimals=3, step=0.01)
+        self.conf_default, self.conf = self._optional_row(
+            form, "Detector score", "detector default", options.conf, DetectorConfig.conf, (0.0, 1.0),
+            decimals=2, step=0.05)
         self.min_boxes = QSpinBox()
         self.min_boxes.setRange(1, 1000)
         self.min_boxes.setValue(options.min_boxes)
@@ -157,6 +144,24 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    @staticmethod
+    def _optional_row(form: QFormLayout, label: str, default_text: str, value: float | None, default: float,
+                      bounds: tuple[float, float], decimals: int, step: float) -> tuple[QCheckBox, QDoubleSpinBox]:
+        """A number that may be left to its default: checked box = None, else the spin box's value."""
+        use_default = QCheckBox(default_text)
+        spin = QDoubleSpinBox()
+        spin.setRange(*bounds)
+        spin.setDecimals(decimals)
+        spin.setSingleStep(step)
+        use_default.toggled.connect(lambda on: spin.setEnabled(not on))
+        spin.setValue(value if value is not None else default)
+        use_default.setChecked(value is None)
+        row = QHBoxLayout()
+        row.addWidget(use_default)
+        row.addWidget(spin)
+        form.addRow(label, row)
+        return use_default, spin
 
     def _path_row(self, form: QFormLayout, label: str, value: str, tip: str) -> QLineEdit:
         edit = QLineEdit(value)
