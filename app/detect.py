@@ -41,18 +41,6 @@ class Detector(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
-def _providers(device: str | None) -> list[str]:
-    """CUDA when present, CPU last so a broken CUDA install degrades instead of failing.
-
-    Not ORT's TensorRT provider: it builds an engine on first use, minutes of silent start-up.
-    """
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    wanted = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-
-
 class YoloxDetector:
     """YOLOX with raw grid outputs (xy offsets, log wh, sigmoid obj and class scores).
 
@@ -75,25 +63,10 @@ class YoloxDetector:
             self._run = runner
             anchors = None
         else:
-            import onnxruntime as ort
+            from tracklink.export.ort_session import open_session
 
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            # ORT's idle workers spin-wait by default; between the pipeline's calls that burns a core (on
-            # our 2-core CPU: twice the CPU time per detect + embed step, and no faster).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # Denormals as zero, although YOLOX does not need it: only the first session of a process sets it
-            # on the calling thread (onnxruntime PR #5391), and the re-ID session opened next does need it
-            # (OSNet's weights hold denormals). Without it, OSNet ran 6x slower in the pipeline (15 vs 2.5 ms
-            # a crop) than alone.
-            options.add_session_config_entry("session.set_denormal_as_zero", "1")
-            try:
-                session = ort.InferenceSession(str(self.path), options, providers=_providers(device))
-            except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/RuntimeException types
-                raise TracklinkError(f"cannot load YOLOX model {self.path}: "
-                                     f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}. "
-                                     "Is it a YOLOX ONNX export?") from None
+            session = open_session(self.path, device=device, intra_op_threads=threads,
+                                   hint="is it a YOLOX ONNX export?")
             inp = session.get_inputs()[0]
             if len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[2:]):
                 raise TracklinkError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
@@ -164,7 +137,7 @@ def github_reachable(timeout: float = 3.0) -> bool:
 
 def resolve_ultralytics_model(spec: str) -> str:
     """A local file, or the cache path that ultralytics will download a released name into."""
-    from tracklink.app.weights import cache_dir
+    from tracklink.utils.paths import cache_dir
 
     path = Path(spec).expanduser()
     if path.is_file():

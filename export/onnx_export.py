@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,6 +24,8 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
+from tracklink.utils.files import atomic_path
+from tracklink.utils.suffixes import IMAGE_SUFFIXES, is_image
 
 if TYPE_CHECKING:
     import onnx
@@ -46,9 +49,6 @@ FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.95
 MIN_COSINE = {"fp32": PARITY_MIN_COSINE, "fp16": FP16_MIN_COSINE, "int8": INT8_MIN_COSINE}
 DEFAULT_INPUT_SIZE = (256, 128)  # the documented OSNet/torchreid default, for ONNX files without our metadata
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-# Development checkout only (../shared/assets beside the repo); absent in an installed package.
-SHARED_CROPS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "reid" / "pku-reid-40"
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def list_images(directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise TracklinkError(f"crop directory not found: {directory}")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in directory.rglob("*") if is_image(p) and p.is_file())
     if not files:
         raise TracklinkError(f"{directory} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -193,18 +193,17 @@ def load_crops(directory: str | os.PathLike, limit: int | None = None) -> list[n
 
 def parity_batch(meta: ModelMeta, crops_dir: str | os.PathLike | None = None,
                  limit: int | None = 256) -> tuple[np.ndarray, str]:
-    """Preprocessed crops for a parity check: the caller's, else the shared PKU crops, else random tensors.
+    """Preprocessed crops for a parity check: the caller's, else random tensors.
 
     Random inputs exercise the graph but not the activation ranges of real people; we warn because a
     random-input parity can miss a problem that real crops show.
     """
     from tracklink.models.preprocess import preprocess_crops
 
-    directory = Path(crops_dir) if crops_dir is not None else (SHARED_CROPS if SHARED_CROPS.is_dir() else None)
-    if directory is not None:
-        crops = load_crops(directory, limit)
-        return preprocess_crops(crops, meta.input_size, meta.mean, meta.std), str(directory)
-    log.warning("no crop directory given and no shared crops found: checking parity on random tensors; "
+    if crops_dir is not None:
+        crops = load_crops(crops_dir, limit)
+        return preprocess_crops(crops, meta.input_size, meta.mean, meta.std), str(crops_dir)
+    log.warning("no crop directory given: checking parity on random tensors; "
                 "pass --parity-crops DIR for a check on real images")
     h, w = meta.input_size
     rng = np.random.default_rng(0)
@@ -239,9 +238,10 @@ def torch_embeddings(model: "ReIDModel", batch: np.ndarray, chunk: int = 64) -> 
 
 
 def ort_embeddings(path: str | os.PathLike, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
-    import onnxruntime as ort
+    """The reference side of a parity check: ONNX Runtime on the CPU, whatever GPU the machine has."""
+    from tracklink.export.ort_session import open_session
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path, device="cpu")
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: b})[0] for b in _batches(batch, chunk)])
 
@@ -263,21 +263,6 @@ def load_source(path: str | os.PathLike) -> tuple["ReIDModel", ModelMeta]:
         raise TracklinkError(f"{path} is a tracklink export: open the checkpoint (.pt) it was exported from for "
                              "PyTorch, or run this file on onnxruntime")
     return import_weights(path)
-
-
-def _temp_beside(out: Path, suffix: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Rename a finished temp file into place, with the permissions a plain open() would have given it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-    os.replace(tmp, out)
 
 
 def _trace_to_onnx(model: "ReIDModel", meta: ModelMeta, path: Path, opset: int) -> None:
@@ -313,10 +298,9 @@ def export_onnx(model: "ReIDModel", meta: ModelMeta, out: str | os.PathLike, *, 
     if opset < 17:
         raise TracklinkError(f"--opset {opset} is too old: tracklink exports opset 17 or newer")
     out = Path(out)
-    raw = _temp_beside(out, ".raw.onnx")
-    tmp = _temp_beside(out, ".onnx")
-    int8_tmp = _temp_beside(out, ".int8.onnx") if int8_calib is not None else None
-    try:
+    with tempfile.TemporaryDirectory() as td:
+        raw, tmp = Path(td) / "raw.onnx", Path(td) / "fp32.onnx"
+        int8_tmp = Path(td) / "int8.onnx" if int8_calib is not None else None
         _trace_to_onnx(model, meta, raw, opset)
         proto = onnx.load(str(raw))
         onnx.checker.check_model(proto, full_check=True)
@@ -350,14 +334,11 @@ def export_onnx(model: "ReIDModel", meta: ModelMeta, out: str | os.PathLike, *, 
                 log.warning("INT8 min cosine %.4f is below the fp32 gate %.4f, as expected for INT8; measure the "
                             "accuracy cost with `tracklink eval` before deploying it",
                             int8_parity.min_cosine, PARITY_MIN_COSINE)
-            publish(int8_tmp, out)
-            return OnnxExport(out, meta, opset, "int8", int8_parity, fp32_parity=parity)
-        publish(tmp, out)
+            result = OnnxExport(out, meta, opset, "int8", int8_parity, fp32_parity=parity)
+        final = int8_tmp if int8_tmp is not None else tmp
+        with atomic_path(out) as target:
+            shutil.copyfile(final, target)
         return result
-    finally:
-        for p in (raw, tmp, int8_tmp):
-            if p is not None:
-                p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- INT8

@@ -19,32 +19,33 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tracklink import TracklinkError
+from tracklink.export.ort_session import open_session
 from tracklink.models.checkpoint import ModelMeta
+from tracklink.utils.suffixes import BACKEND_BY_SUFFIX as _BY_SUFFIX
+from tracklink.utils.suffixes import BACKENDS, ENGINE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
-_BY_SUFFIX = {".pt": "torch", ".pth": "torch", ".tar": "torch", ".onnx": "onnxruntime",
-              ".engine": "tensorrt", ".plan": "tensorrt"}
-# The issue's order: CUDA first, then TensorRT, then CPU, whichever this onnxruntime build has.
-ORT_PROVIDER_ORDER = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider")
-ORT_OPT_LEVELS = ("disabled", "basic", "extended", "layout", "all")
 DEFAULT_MAX_BATCH = 64  # torch and ORT have no hard limit; chunking bounds peak memory on a crowded frame
 
 
 class Embedder:
     """Crops in, L2-normalised float32 embeddings (N, D) out, on whichever backend runs `runner`."""
 
-    def __init__(self, runner: Runner, meta: ModelMeta, backend: str, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, runner: Runner, meta: ModelMeta, backend: str, max_batch: int = DEFAULT_MAX_BATCH,
+                 classifier: np.ndarray | None = None) -> None:
         if max_batch < 1:
             raise TracklinkError(f"max_batch must be >= 1, got {max_batch}")
         self.runner = runner
         self.meta = meta
         self.backend = backend
         self.max_batch = max_batch
+        # (classes, D) weights of the training classifier, on the un-normalised embedding; only a checkpoint
+        # that kept its classifier has them. They give CAA pooling its per-frame attention.
+        self.classifier = classifier
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -54,12 +55,31 @@ class Embedder:
         """BGR uint8 crops of any size (OpenCV's layout) -> (N, D)."""
         if len(crops) == 0:
             return np.empty((0, self.meta.embedding_dim), np.float32)
+        return _normalised(self._raw(self._preprocess(crops)))
+
+    def embed_with_attention(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (N, D) and each crop's class-aware attention (N,), for CAA pooling."""
+        from tracklink.models.pooling import caa_attention_np
+
+        if self.classifier is None:
+            raise TracklinkError("this model has no classifier, so it has no class-aware attention; use mean or "
+                                 "max pooling")
+        if len(crops) == 0:
+            return np.empty((0, self.meta.embedding_dim), np.float32), np.empty(0, np.float32)
+        raw = self._raw(self._preprocess(crops))
+        return _normalised(raw.copy()), caa_attention_np(raw @ self.classifier.T)
+
+    def _preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         from tracklink.models.preprocess import preprocess_crops
 
-        return self.embed_tensor(preprocess_crops(crops, self.meta.input_size, self.meta.mean, self.meta.std))
+        return preprocess_crops(crops, self.meta.input_size, self.meta.mean, self.meta.std)
 
     def embed_tensor(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed float32 (N, 3, H, W) -> (N, D); batches above `max_batch` run in chunks."""
+        return _normalised(self._raw(batch))
+
+    def _raw(self, batch: np.ndarray) -> np.ndarray:
+        """The model's own output, before L2 normalisation."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
             raise TracklinkError(f"expected an input batch of shape (N, {', '.join(map(str, self.input_shape))}) "
@@ -68,13 +88,16 @@ class Embedder:
         if len(batch) == 0:
             return np.empty((0, self.meta.embedding_dim), np.float32)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        out = np.concatenate([np.asarray(self.runner(batch[i:i + self.max_batch]), dtype=np.float32)
-                              for i in range(0, len(batch), self.max_batch)])
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        return np.concatenate([np.asarray(self.runner(batch[i:i + self.max_batch]), dtype=np.float32)
+                               for i in range(0, len(batch), self.max_batch)])
 
     def __repr__(self) -> str:
         return f"Embedder(backend={self.backend!r}, arch={self.meta.arch!r}, max_batch={self.max_batch})"
+
+
+def _normalised(out: np.ndarray) -> np.ndarray:
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- torch
@@ -117,28 +140,13 @@ def _torch_embedder(path: Path, device: str | None, threads: int | None = None,
     from tracklink.export.onnx_export import load_source
 
     model, meta = load_source(path)
+    classifier = model.head.classifier
+    weights = classifier.weight.detach().float().cpu().numpy() if classifier is not None else None
     runner = TorchRunner(model, device, threads)
-    return Embedder(runner, meta, f"torch:{runner.device}", max_batch)
+    return Embedder(runner, meta, f"torch:{runner.device}", max_batch, classifier=weights)
 
 
 # ---------------------------------------------------------------------------------------------- ORT
-
-def ort_providers(device: str | None = None) -> list[Any]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device is None:
-        return [p for p in ORT_PROVIDER_ORDER if p in available]
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in available:
-            raise TracklinkError(f"device {device!r} asked for, but this onnxruntime has no CUDA provider "
-                                 f"(it has {', '.join(available)}); install onnxruntime-gpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    raise TracklinkError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
-
 
 class OrtRunner:
     """An onnxruntime session over a single-input model, with the knobs that matter on a small CPU."""
@@ -146,36 +154,10 @@ class OrtRunner:
     def __init__(self, path: str | os.PathLike, providers: Sequence[Any] | None = None, device: str | None = None,
                  opt_level: str = "all", intra_op_threads: int | None = None, inter_op_threads: int | None = None,
                  spinning: bool = False, denormal_as_zero: bool = True) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise TracklinkError(f"ONNX model not found: {path}")
-        level = "ORT_DISABLE_ALL" if opt_level == "disabled" else f"ORT_ENABLE_{opt_level.upper()}"
-        if opt_level not in ORT_OPT_LEVELS or not hasattr(ort.GraphOptimizationLevel, level):
-            raise TracklinkError(f"graph optimisation level {opt_level!r} is not one this onnxruntime has; choose "
-                                 f"one of {', '.join(ORT_OPT_LEVELS)} (layout needs onnxruntime >= 1.20)")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        if inter_op_threads:
-            options.inter_op_num_threads = inter_op_threads
-        # Denormal weights (see TorchRunner) slow ORT's CPU kernels too.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1" if denormal_as_zero else "0")
-        # ORT's worker threads spin-wait between ops by default. In our process they share the CPU with the
-        # detector, the tracker and the UI, and spinning threads take their cycles (on a busy 2-core machine
-        # spinning cost 15-40% of ORT's own throughput too), so they sleep unless asked otherwise.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        providers = list(providers) if providers else ort_providers(device)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TracklinkError(f"onnxruntime cannot load {path}: {first.rstrip('.')}. The file may be truncated "
-                                 "or not an ONNX model; export it again with `tracklink export`") from None
+        self.session = open_session(path, device=device, providers=providers, opt_level=opt_level,
+                                    intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
+                                    spinning=spinning, denormal_as_zero=denormal_as_zero)
         self.provider = self.session.get_providers()[0]
-        log.info("onnxruntime: %s runs %s (graph optimisation %s)", self.provider, path.name, opt_level)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
         self.input_shape = [d if isinstance(d, int) else None for d in inp.shape]
@@ -250,12 +232,12 @@ def open_embedder(path: str | os.PathLike, backend: str | None = None, device: s
     if name == "torch":
         return _torch_embedder(path, device, **opts)
     if name == "onnxruntime":
-        if suffix in (".engine", ".plan"):
+        if suffix in ENGINE_SUFFIXES:
             raise TracklinkError(f"{path} is a TensorRT engine; onnxruntime needs the ONNX it was built from")
         if suffix != ".onnx":
             return _ort_from_checkpoint(path, device, **opts)
         return _ort_embedder(path, device, **opts)
-    if suffix not in (".engine", ".plan"):
+    if suffix not in ENGINE_SUFFIXES:
         raise TracklinkError(f"the tensorrt backend runs built engines; build one first: "
                              f"tracklink export --model {path} --format engine --out {path.with_suffix('.engine')}")
     return _trt_embedder(path, device, **opts)

@@ -21,7 +21,6 @@ does not need a CUDA build of PyTorch, which Jetson boards often lack.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import logging
 import os
@@ -34,11 +33,13 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.models.checkpoint import ModelMeta
+from tracklink.utils.files import atomic_write, sha256_file
+from tracklink.utils.paths import cache_dir
+from tracklink.utils.suffixes import ENGINE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "install tracklink[tensorrt] on a machine with an NVIDIA GPU (e.g. JetPack 6 on a Jetson)"
-ENGINE_SUFFIXES = (".engine", ".plan")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -111,14 +112,6 @@ def check_sidecar(sidecar: EngineSidecar, *, tensorrt_version: str, gpu_name: st
     if problems:
         raise TracklinkError(f"cannot use {engine}: {'; '.join(problems)}. Engines are not portable: rebuild it "
                              f"here from {sidecar.source} with `tracklink export --format engine`")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- CUDA
@@ -248,7 +241,112 @@ def _to_fp16_onnx(src: Path, dst: Path) -> None:
 
 def default_timing_cache(trt_version: str, gpu_name: str) -> Path:
     slug = "".join(c if c.isalnum() else "-" for c in gpu_name).strip("-").lower()
-    return Path.home() / ".cache" / "tracklink" / f"trt-{trt_version}-{slug}.timing"
+    return cache_dir() / f"trt-{trt_version}-{slug}.timing"
+
+
+@dataclass
+class _BuildInput:
+    """What the ONNX says about itself: input dims (-1 where dynamic) and, for a re-ID model, its metadata."""
+
+    dims: list[int]
+    meta: ModelMeta | None
+
+
+def _read_build_input(onnx_path: Path, task: str) -> _BuildInput:
+    from tracklink.export.onnx_export import load_onnx, meta_from_onnx
+
+    proto = load_onnx(onnx_path, load_external_data=False)
+    inp, outp = proto.graph.input[0], proto.graph.output[0]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+    meta = None
+    if task == "reid":
+        props = {p.key: p.value for p in proto.metadata_props}
+        meta = meta_from_onnx(props, dims, [d.dim_value for d in outp.type.tensor_type.shape.dim], onnx_path.name)
+        if meta.link_threshold is None:
+            from tracklink.models.weights import identify
+
+            entry = identify(onnx_path)  # a published ONNX: the engine keeps its calibrated threshold
+            meta.link_threshold = entry.link_threshold if entry is not None else None
+        if -1 in dims[2:]:  # symbolic H/W: the metadata knows the size
+            dims[2:] = meta.input_size
+    return _BuildInput(dims, meta)
+
+
+def _strongly_typed_source(trt, onnx_path: Path, precision: str, workdir: Path, meta: ModelMeta | None,
+                           calib_dir: str | os.PathLike | None, calib_limit: int | None) -> Path:
+    """The ONNX to parse: on TensorRT 11 (no precision flags) the precision must already be in the graph."""
+    from tracklink.export.onnx_export import quantize_int8
+
+    if hasattr(trt.BuilderFlag, "FP16"):  # TensorRT 10: flags choose the precision
+        return onnx_path
+    if precision == "int8":
+        build_from = workdir / "qdq.onnx"
+        quantize_int8(onnx_path, build_from, calib_dir, meta, limit=calib_limit, for_tensorrt=True)
+        return build_from
+    if precision == "fp16":
+        build_from = workdir / "fp16.onnx"
+        _to_fp16_onnx(onnx_path, build_from)
+        return build_from
+    return onnx_path
+
+
+def _parse_network(trt, builder, logger, source: Path, named: Path):
+    network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TracklinkError(f"TensorRT cannot parse {named}: {errors}")
+    return network, parser
+
+
+def _add_profile(builder, config, input_name: str, dims: list[int],
+                 batch: tuple[int, int, int] | None) -> dict[str, list[int]]:
+    """The optimisation profile for a dynamic batch (min/opt/max), or the static shape; returns the shapes."""
+    h, w = dims[2], dims[3]
+    if batch is None or dims[0] != -1:
+        static = [max(d, 1) for d in dims]
+        return {"min": static, "opt": static, "max": static}
+    lo, opt, hi = batch
+    if not 1 <= lo <= opt <= hi:
+        raise TracklinkError(f"batch profile must satisfy 1 <= min <= opt <= max, got {lo}/{opt}/{hi}")
+    shapes = {k: [b, dims[1], h, w] for k, b in (("min", lo), ("opt", opt), ("max", hi))}
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    return shapes
+
+
+def _set_weak_precision(trt, builder, config, precision: str, input_name: str, build: _BuildInput,
+                        shapes: dict[str, list[int]], calib_dir, calib_limit: int | None) -> None:
+    """TensorRT 10's precision flags, and INT8 entropy calibration on real crops."""
+    from tracklink.export.onnx_export import parity_batch
+
+    if not hasattr(trt.BuilderFlag, "FP16"):
+        return
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision != "int8":
+        return
+    data, _ = parity_batch(build.meta, calib_dir, calib_limit)
+    bs = min(shapes["opt"][0], len(data))
+    batches = [np.ascontiguousarray(data[i:i + bs]) for i in range(0, len(data) - bs + 1, bs)]
+    config.set_flag(trt.BuilderFlag.INT8)
+    config.set_flag(trt.BuilderFlag.FP16)  # layers without an INT8 kernel fall back to FP16, not FP32
+    config.int8_calibrator = _entropy_calibrator(trt, batches)
+    if shapes["min"] != shapes["max"]:
+        dims = build.dims
+        calib_profile = builder.create_optimization_profile()
+        calib_profile.set_shape(input_name, *([bs, dims[1], dims[2], dims[3]],) * 3)
+        config.set_calibration_profile(calib_profile)
+
+
+def _check_build_request(precision: str, build: _BuildInput, calib_dir) -> None:
+    if precision not in PRECISIONS:
+        raise TracklinkError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and build.meta is None:
+        raise TracklinkError("INT8 detector engines are not supported; build the detector in fp16 or fp32")
+    if precision == "int8" and calib_dir is None:
+        raise TracklinkError("--int8 needs calibration crops: pass --calib DIR")
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, precision: str = "fp32",
@@ -261,84 +359,26 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, precis
     (the YOLOX detector is 1x3x416x416). The timing cache is shared by builds on this GPU and TensorRT, so
     a rebuild skips most of the kernel timing.
     """
-    from tracklink.export.onnx_export import load_onnx, meta_from_onnx, parity_batch, quantize_int8, publish
-
     trt = import_tensorrt()
-    if precision not in PRECISIONS:
-        raise TracklinkError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     onnx_path, out = Path(onnx_path), Path(out)
-    if out.suffix.lower() not in ENGINE_SUFFIXES:
+    if out.suffix.lower() not in ENGINE_SUFFIXES:  # before reading the ONNX: a typo costs nothing
         raise TracklinkError(f"engine path {out} should end in {' or '.join(ENGINE_SUFFIXES)}")
-    proto = load_onnx(onnx_path, load_external_data=False)
-    inp, outp = proto.graph.input[0], proto.graph.output[0]
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-    meta = None
-    if task == "reid":
-        props = {p.key: p.value for p in proto.metadata_props}
-        meta = meta_from_onnx(props, dims, [d.dim_value for d in outp.type.tensor_type.shape.dim], onnx_path.name)
-        if meta.link_threshold is None:
-            from tracklink.app.weights import identify
-
-            entry = identify(onnx_path)  # a published ONNX: the engine keeps its calibrated threshold
-            meta.link_threshold = entry.link_threshold if entry is not None else None
-    if precision == "int8" and meta is None:
-        raise TracklinkError("INT8 detector engines are not supported; build the detector in fp16 or fp32")
-    if precision == "int8" and calib_dir is None:
-        raise TracklinkError("--int8 needs calibration crops: pass --calib DIR")
-    if meta is not None and -1 in dims[2:]:  # symbolic H/W: the metadata knows the size
-        dims[2:] = meta.input_size
-    weak_typing = hasattr(trt.BuilderFlag, "FP16")
+    build = _read_build_input(onnx_path, task)
+    _check_build_request(precision, build, calib_dir)
     gpu_name, cc = gpu_identity()
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt.__version__, gpu_name)
 
     with tempfile.TemporaryDirectory() as td:
-        build_from = onnx_path
-        if precision == "int8" and not weak_typing:  # TensorRT 11: explicit Q/DQ in the graph
-            build_from = Path(td) / "qdq.onnx"
-            quantize_int8(onnx_path, build_from, calib_dir, meta, limit=calib_limit, for_tensorrt=True)
-        elif precision == "fp16" and not weak_typing:
-            build_from = Path(td) / "fp16.onnx"
-            _to_fp16_onnx(onnx_path, build_from)
-
+        source = _strongly_typed_source(trt, onnx_path, precision, Path(td), build.meta, calib_dir, calib_limit)
         logger = _logger(trt)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(build_from)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise TracklinkError(f"TensorRT cannot parse {onnx_path}: {errors}")
+        network, _parser = _parse_network(trt, builder, logger, source, onnx_path)  # the parser must outlive the build
         config = builder.create_builder_config()
         if workspace_mib:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-
         input_name = network.get_input(0).name
-        h, w = dims[2], dims[3]
-        if batch is not None and dims[0] == -1:
-            lo, opt, hi = batch
-            if not 1 <= lo <= opt <= hi:
-                raise TracklinkError(f"batch profile must satisfy 1 <= min <= opt <= max, got {lo}/{opt}/{hi}")
-            shapes = {k: [b, dims[1], h, w] for k, b in (("min", lo), ("opt", opt), ("max", hi))}
-            profile = builder.create_optimization_profile()
-            profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
-            config.add_optimization_profile(profile)
-        else:
-            static = [max(d, 1) for d in dims]
-            shapes = {"min": static, "opt": static, "max": static}
-
-        if precision == "fp16" and weak_typing:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if precision == "int8" and weak_typing:
-            data, _ = parity_batch(meta, calib_dir, calib_limit)
-            bs = min(shapes["opt"][0], len(data))
-            batches = [np.ascontiguousarray(data[i:i + bs]) for i in range(0, len(data) - bs + 1, bs)]
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.set_flag(trt.BuilderFlag.FP16)  # layers without an INT8 kernel fall back to FP16, not FP32
-            config.int8_calibrator = _entropy_calibrator(trt, batches)
-            if batch is not None and dims[0] == -1:
-                calib_profile = builder.create_optimization_profile()
-                calib_profile.set_shape(input_name, *([bs, dims[1], h, w],) * 3)
-                config.set_calibration_profile(calib_profile)
-
-        cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt.__version__, gpu_name)
+        shapes = _add_profile(builder, config, input_name, build.dims, batch)
+        _set_weak_precision(trt, builder, config, precision, input_name, build, shapes, calib_dir, calib_limit)
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
 
@@ -348,19 +388,14 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, *, precis
         if plan is None:
             raise TracklinkError(f"TensorRT failed to build an engine from {onnx_path}; run with -v for its log")
 
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+    atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     sidecar = EngineSidecar(
-        task=task, input_name=input_name, output_name=network.get_output(0).name, input_size=(h, w),
-        precision=precision, tensorrt_version=trt.__version__, gpu_name=gpu_name, compute_capability=cc,
-        source=onnx_path.name, source_sha256=sha256_file(onnx_path), profile=shapes,
-        meta=meta.to_dict() if meta else {})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, data in ((out, bytes(memoryview(plan))), (sidecar_path(out), sidecar.to_json().encode())):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        publish(Path(tmp), path)
+        task=task, input_name=input_name, output_name=network.get_output(0).name,
+        input_size=(build.dims[2], build.dims[3]), precision=precision, tensorrt_version=trt.__version__,
+        gpu_name=gpu_name, compute_capability=cc, source=onnx_path.name, source_sha256=sha256_file(onnx_path),
+        profile=shapes, meta=build.meta.to_dict() if build.meta else {})
+    atomic_write(out, bytes(memoryview(plan)))
+    atomic_write(sidecar_path(out), sidecar.to_json())
     return sidecar
 
 

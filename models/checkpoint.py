@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from tracklink import TracklinkError
 from tracklink.models.registry import list_backbones
 from tracklink.models.reid import ReIDModel, build_model
+from tracklink.utils.files import atomic_write
 
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,19 +62,7 @@ class ModelMeta:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write to a temp file and rename: a kill mid-write never leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | os.PathLike, model: ReIDModel, meta: ModelMeta,
@@ -117,3 +105,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except RuntimeError as exc:
         raise TracklinkError(f"{path}: weights do not fit {meta.arch}: {str(exc).splitlines()[0]}") from None
     return model.to(map_location).eval(), meta
+
+
+def update_meta(path: str | os.PathLike, **changes: Any) -> None:
+    """Change metadata keys of a checkpoint in place (e.g. a calibrated link threshold).
+
+    The raw payload is rewritten atomically, so any extra keys it holds (optimiser state, ...) survive.
+    """
+    payload = read_checkpoint(path)
+    payload["meta"].update(changes)
+    atomic_torch_save(payload, path)

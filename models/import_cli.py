@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from tracklink.models.checkpoint import save_checkpoint
     from tracklink.models.onnx_import import import_weights
 
-    from tracklink.app.weights import identify
+    from tracklink.models.weights import identify
 
     model, meta = import_weights(args.source, arch=args.arch)
     entry = identify(args.source)

@@ -138,7 +138,7 @@ def test_import_rejects_non_osnet_onnx(yolox_onnx: Path) -> None:
 
 
 def test_import_weights_keeps_the_published_link_threshold(osnet_onnx: Path, tmp_path: Path, capsys) -> None:
-    from tracklink.app.weights import CATALOGUE
+    from tracklink.models.weights import CATALOGUE
     from tracklink.cli import main
 
     assert main(["import-weights", str(osnet_onnx), "--out", str(tmp_path / "m.pt")]) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tracklink import TracklinkError
-from tracklink.app import weights
+from tracklink.models import weights
 from tracklink.app.detect import github_reachable
 from tracklink.cli import main
 

@@ -7,16 +7,16 @@ its checksum every time it is used, so a swapped or truncated file is never run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tracklink import TracklinkError
+from tracklink.utils.files import atomic_path, sha256_file
+from tracklink.utils.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +57,12 @@ CATALOGUE: dict[str, WeightsEntry] = {
 }
 
 
-def cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/tracklink`, else `~/.cache/tracklink` (the XDG base-directory default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tracklink"
-
-
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def identify(path: str | os.PathLike) -> WeightsEntry | None:
     """The catalogue entry whose published file this is (by checksum), to find its link threshold."""
     try:
-        digest = sha256sum(path)
+        digest = sha256_file(path)
     except OSError:
         return None
     return next((e for e in CATALOGUE.values() if e.sha256 == digest), None)
@@ -89,15 +77,13 @@ def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
             from None
     path = cache_dir() / entry.filename
     if path.is_file():
-        if sha256sum(path) == entry.sha256:
+        if sha256_file(path) == entry.sha256:
             return path
         log.warning("%s does not match its published checksum; downloading it again", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
+    with atomic_path(path, suffix=".part") as tmp:
         log.info("downloading %s to %s", entry.url, path)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(entry.url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
                 while block := resp.read(1 << 20):
                     out.write(block)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -106,13 +92,10 @@ def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
                 f"cannot download the re-ID model {name} ({reason}); this machine may be offline. Pass a local "
                 f"model with {offline_hint}, e.g. `{offline_hint} path/to/{entry.filename}` (ONNX) or a tracklink "
                 "checkpoint (.pt)") from None
-        digest = sha256sum(tmp)
+        digest = sha256_file(tmp)
         if digest != entry.sha256:
             raise TracklinkError(f"downloaded {entry.url} has sha256 {digest}, expected {entry.sha256}; "
                                  f"refusing to use it. Pass a local model with {offline_hint}")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -128,5 +111,4 @@ def resolve_reid(spec: str | None) -> Path:
     return path
 
 
-__all__ = ["CATALOGUE", "DEFAULT_REID", "WeightsEntry", "cache_dir", "fetch", "identify", "resolve_reid",
-           "sha256sum"]
+__all__ = ["CATALOGUE", "DEFAULT_REID", "WeightsEntry", "fetch", "identify", "resolve_reid"]
