@@ -1,4 +1,4 @@
-"""Video re-ID datasets: one reader per published layout, all producing the same `Tracklet` records.
+"""Video re-ID datasets: one reader per published layout, all producing the same `LabelledTracklet` records.
 
 A dataset is named on the command line as ``KIND:PATH`` (``folder``, ``mars``, ``ilidsvid``, ``prid2011``,
 ``duke``); a bare path means ``folder``. Identity subsets are chosen with `select_ids` and applied with
@@ -16,11 +16,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from tracklink import TracklinkError
+from tracklink.utils.suffixes import IMAGE_SUFFIXES
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 SPLITS = ("train", "query", "gallery")
 
-FOLDER_LAYOUT = ("<root>/<pid>/<cam>_<anything>.<jpg|jpeg|png|bmp>, one folder per identity; "
+FOLDER_LAYOUT = ("<root>/<pid>/<cam>_<anything>.<jpg|png|...>, one folder per identity; "
                  "name files <cam>_t<tracklet>_<frame>.<ext> to split a camera into several tracklets")
 MARS_LAYOUT = ("<root>/bbox_train/<pid>/*.jpg, <root>/bbox_test/<pid>/*.jpg and <root>/info/ holding "
                "train_name.txt, test_name.txt and tracks_{train,test}_info.mat + query_IDX.mat "
@@ -43,7 +43,13 @@ def natsorted(items: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Tracklet:
+class LabelledTracklet:
+    """Image files of one identity in one camera, as a dataset lists them.
+
+    Not the pipeline's `tracklink.app.records.Tracklet`, which holds a tracklet's pooled appearance; this is
+    where such a tracklet's frames come from when the data is labelled (training, eval, calibrate).
+    """
+
     pid: str  # identity name as in the dataset
     cam: str  # camera name
     frames: tuple[str, ...]  # image paths in temporal order
@@ -54,11 +60,11 @@ class Tracklet:
 class VideoDataset:
     name: str
     root: Path
-    train: list[Tracklet] = field(default_factory=list)
-    query: list[Tracklet] = field(default_factory=list)
-    gallery: list[Tracklet] = field(default_factory=list)
+    train: list[LabelledTracklet] = field(default_factory=list)
+    query: list[LabelledTracklet] = field(default_factory=list)
+    gallery: list[LabelledTracklet] = field(default_factory=list)
 
-    def split(self, split: str) -> list[Tracklet]:
+    def split(self, split: str) -> list[LabelledTracklet]:
         if split == "all":
             return self.train + self.query + self.gallery
         if split not in SPLITS:
@@ -163,17 +169,23 @@ def load_dataset(spec: str, ids: Sequence[str] | None = None, *, seed: int = 0) 
     return dataset if ids is None else dataset.keep(ids)
 
 
+def load_identities(spec: str, ids: str | None) -> VideoDataset:
+    """The dataset, restricted to the selected identities (ranges index the sorted list of all ids)."""
+    dataset = load_dataset(spec)
+    return dataset.keep(select_ids(dataset.identities("all"), ids)) if ids else dataset
+
+
 def _check_keys(dataset: VideoDataset) -> None:
     # A key may appear in several splits (the folder layout puts every tracklet in all three), but it must
     # always name the same frames, or caches and evaluation keyed on it would mix tracklets up.
-    seen: dict[str, Tracklet] = {}
+    seen: dict[str, LabelledTracklet] = {}
     for t in dataset.split("all"):
         if seen.setdefault(t.key, t) != t:
             raise TracklinkError(f"two different tracklets share the key {t.key!r} in {dataset.root}")
 
 
 def _images(folder: Path) -> list[Path]:
-    paths = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    paths = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     return sorted(paths, key=lambda p: natural_key(p.name))
 
 
@@ -209,7 +221,7 @@ def _read_folder(root: Path, seed: int) -> VideoDataset:
         for (cam, trk), frames in sorted(groups.items(), key=lambda kv: tuple(map(natural_key, kv[0]))):
             key = f"{pid_dir.name}/{cam}" + (f"/{trk}" if trk else "")
             frames.sort(key=lambda f: natural_key(Path(f).name))
-            tracklets.append(Tracklet(pid_dir.name, cam, tuple(frames), key))
+            tracklets.append(LabelledTracklet(pid_dir.name, cam, tuple(frames), key))
     # No official split: evaluation is all-vs-all across cameras, so every tracklet is query and gallery.
     return VideoDataset("folder", root, list(tracklets), list(tracklets), list(tracklets))
 
@@ -245,11 +257,11 @@ def _read_mars(root: Path, seed: int) -> VideoDataset:
             raise TracklinkError(f"missing {path}; expected the MARS layout {MARS_LAYOUT}")
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
-    def tracks(table: np.ndarray, img_names: list[str], home: str) -> list[Tracklet | None]:
+    def tracks(table: np.ndarray, img_names: list[str], home: str) -> list[LabelledTracklet | None]:
         if table.ndim != 2 or table.shape[1] < 4:
             raise TracklinkError(f"MARS {home} track table has shape {table.shape}; expected rows "
                                  "[start, end, pid, camid]")
-        out: list[Tracklet | None] = []
+        out: list[LabelledTracklet | None] = []
         for row, (start, end, pid, cam) in enumerate(table[:, :4].tolist()):
             if not 1 <= start <= end <= len(img_names):
                 raise TracklinkError(f"MARS {home} track {row + 1} spans images {start}-{end}, outside the "
@@ -264,7 +276,7 @@ def _read_mars(root: Path, seed: int) -> VideoDataset:
                                      f"{first}; the info tables do not match the name lists in {info}")
             key = f"{first[:4]}/C{cam}/{first[6:11]}"
             paths = tuple(str(root / home / n[:4] / n) for n in frames)
-            out.append(Tracklet(first[:4], str(cam), paths, key))
+            out.append(LabelledTracklet(first[:4], str(cam), paths, key))
         return out
 
     train = [t for t in tracks(_read_table(info, "tracks_train_info", "track_train_info"), names("train"),
@@ -284,7 +296,7 @@ def _read_mars(root: Path, seed: int) -> VideoDataset:
 def _read_two_camera(name: str, root: Path, seq_dir: Path, cams: tuple[str, str], seed: int,
                      layout: str) -> VideoDataset:
     """iLIDS-VID and PRID2011: one tracklet per identity per camera, split at random by identity."""
-    per_cam: list[dict[str, Tracklet]] = []
+    per_cam: list[dict[str, LabelledTracklet]] = []
     for cam in cams:
         cam_dir = seq_dir / cam
         if not cam_dir.is_dir():
@@ -295,7 +307,7 @@ def _read_two_camera(name: str, root: Path, seq_dir: Path, cams: tuple[str, str]
             if not frames:
                 raise TracklinkError(f"identity folder {pid_dir} holds no images; expected the {name} layout "
                                      f"{layout}")
-            found[pid_dir.name] = Tracklet(pid_dir.name, cam, frames, f"{pid_dir.name}/{cam}")
+            found[pid_dir.name] = LabelledTracklet(pid_dir.name, cam, frames, f"{pid_dir.name}/{cam}")
         per_cam.append(found)
     # PRID's cam_b sees identities that never appear in cam_a: only ids in both cameras can be matched.
     both = natsorted(set(per_cam[0]) & set(per_cam[1]))
@@ -320,7 +332,7 @@ def _read_prid2011(root: Path, seed: int) -> VideoDataset:
 def _read_duke(root: Path, seed: int) -> VideoDataset:
     root = _find_root(root, "train", ["DukeMTMC-VideoReID"])
     cam_re = re.compile(r"_C(\d+)_F")
-    splits: dict[str, list[Tracklet]] = {}
+    splits: dict[str, list[LabelledTracklet]] = {}
     for split in SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
@@ -336,7 +348,7 @@ def _read_duke(root: Path, seed: int) -> VideoDataset:
                 if len(cams) != 1 or None in cams:
                     raise TracklinkError(f"tracklet folder {trk_dir} mixes cameras or has unnamed frames; "
                                          f"expected {DUKE_LAYOUT}")
-                tracklets.append(Tracklet(pid_dir.name, cams.pop(), tuple(str(p) for p in images),
+                tracklets.append(LabelledTracklet(pid_dir.name, cams.pop(), tuple(str(p) for p in images),
                                           f"{split}/{pid_dir.name}/{trk_dir.name}"))
             if len(tracklets) == before:
                 raise TracklinkError(f"identity folder {pid_dir} holds no tracklets; expected {DUKE_LAYOUT}")

@@ -9,7 +9,7 @@ import pytest
 from scipy.io import savemat
 
 from tracklink import TracklinkError
-from tracklink.train.datasets import load_dataset, natsorted, parse_spec, select_ids
+from tracklink.data.datasets import load_dataset, natsorted, parse_spec, select_ids
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 

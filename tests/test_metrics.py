@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tracklink import TracklinkError
-from tracklink.train.metrics import cmc_map, pool_by_tracklet
+from tracklink.models.pooling import pool_by_tracklet
+from tracklink.train.metrics import cmc_map
 
 
 def _at(angles: list[float], radii: list[float] | None = None) -> np.ndarray:

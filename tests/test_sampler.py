@@ -9,23 +9,23 @@ import pytest
 import torch
 
 from tracklink import TracklinkError
-from tracklink.train.datasets import Tracklet, load_dataset
+from tracklink.data.datasets import LabelledTracklet, load_dataset
 from tracklink.train.sampler import ClipDataset, ClipKey, PKTSampler, make_loader
 from tracklink.train.transforms import ClipAugment, to_clip_tensor
 
 SIZE = (32, 16)  # small clips keep the loader tests fast
 
 
-def _fake(pid: str, cam: str, n: int, i: int) -> Tracklet:
-    return Tracklet(pid, cam, tuple(f"/nowhere/{pid}/{cam}_{i}_{f}.png" for f in range(n)), f"{pid}/{cam}/{i}")
+def _fake(pid: str, cam: str, n: int, i: int) -> LabelledTracklet:
+    return LabelledTracklet(pid, cam, tuple(f"/nowhere/{pid}/{cam}_{i}_{f}.png" for f in range(n)), f"{pid}/{cam}/{i}")
 
 
-def _two_camera_set(n_ids: int = 10, per_cam: int = 3) -> list[Tracklet]:
+def _two_camera_set(n_ids: int = 10, per_cam: int = 3) -> list[LabelledTracklet]:
     return [_fake(f"{p:03d}", cam, 5, i) for p in range(n_ids) for cam in ("01", "02") for i in range(per_cam)]
 
 
 @pytest.fixture(scope="module")
-def image_set(tmp_path_factory) -> list[Tracklet]:
+def image_set(tmp_path_factory) -> list[LabelledTracklet]:
     """6 identities x 2 cameras x 1 tracklet of 3-6 distinct random frames."""
     root = tmp_path_factory.mktemp("pk")
     rng = np.random.default_rng(0)

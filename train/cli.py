@@ -12,6 +12,8 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tracklink.models.pooling import POOLINGS
+
     # Every default is None: only flags the user gives override the YAML file and TrainConfig's defaults.
     p.add_argument("--config", help="YAML file of options (keys as in the flags, with underscores)")
     p.add_argument("--data", help="dataset as KIND:PATH, KIND in folder, mars, ilidsvid, prid2011, duke")
@@ -32,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-form", choices=["paper", "official"], help="exp(-d^2/s^2) (paper) or exp(-d^2/2s^2)")
     p.add_argument("--no-tracklet-loss", dest="tracklet_loss", action="store_const", const=False,
                    help="train the frame-level term only")
-    p.add_argument("--pooling", choices=["mean", "max", "caa"], help="tracklet pooling stored in the model (default mean)")
+    p.add_argument("--pooling", choices=POOLINGS, help="tracklet pooling stored in the model (default mean)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3.5e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)

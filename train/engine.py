@@ -31,7 +31,7 @@ from tracklink.models.preprocess import preprocess_crops, read_image
 from tracklink.models.reid import ReIDModel, build_model
 from tracklink.train import distributed
 from tracklink.train.config import TrainConfig
-from tracklink.train.datasets import Tracklet, VideoDataset, load_dataset, select_ids
+from tracklink.data.datasets import LabelledTracklet, VideoDataset, load_identities
 from tracklink.train.losses import build_criterion
 from tracklink.train.sampler import ClipDataset, PKTSampler, make_loader
 
@@ -50,12 +50,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TracklinkError(f"--device {name} asked for CUDA, but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
-
-
-def load_identities(spec: str, ids: str | None) -> VideoDataset:
-    """The dataset, restricted to the selected identities (ranges index the sorted list of all ids)."""
-    dataset = load_dataset(spec)
-    return dataset.keep(select_ids(dataset.identities("all"), ids)) if ids else dataset
 
 
 def load_init(path: str) -> tuple[ReIDModel, ModelMeta]:
@@ -154,7 +148,7 @@ class Trainer:
             logging.getLogger().setLevel(logging.WARNING)  # one log, from rank 0
 
         self.dataset = load_identities(cfg.data, cfg.ids)
-        self.tracklets: list[Tracklet] = self.dataset.train
+        self.tracklets: list[LabelledTracklet] = self.dataset.train
         if not self.tracklets:
             raise TracklinkError(f"no training tracklets in {cfg.data} (ids: {cfg.ids or 'all'})")
         self.classes = self.dataset.identities("train")

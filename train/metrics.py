@@ -1,4 +1,4 @@
-"""Re-ID evaluation: cross-camera CMC and mAP, and the test-time tracklet pooling.
+"""Re-ID evaluation: cross-camera CMC and mAP (tracklet pooling lives in `tracklink.models.pooling`).
 
 Written with numpy rather than taken from torchreid, whose evaluator pulls in its whole package; the
 protocol is the usual MARS/Market one: cosine similarity, and a query never matches a gallery sample from
@@ -98,22 +98,3 @@ def cmc_map(
         "cmc": [float(v) for v in cmc[:max_rank]],
         "num_valid_queries": num_valid,
     }
-
-
-def pool_by_tracklet(feats: Any, tracklet_ids: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The test-time rule: mean of L2-normalised frame features per tracklet id, L2-normalised again.
-
-    Returns (pooled (U, D) float32, unique ids (U,)) with ids in sorted order.
-    """
-    f = _features(feats, "feats")
-    ids = _as_numpy(tracklet_ids).ravel()
-    if len(ids) != len(f):
-        raise ValueError(f"got {len(f)} features but {len(ids)} tracklet ids")
-    if len(ids) == 0:
-        return f, ids
-    unique, inverse = np.unique(ids, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[order], np.arange(len(unique)))
-    # The sum points the same way as the mean, and is normalised anyway.
-    sums = np.add.reduceat(f[order], starts, axis=0)
-    return _l2_normalise(sums).astype(np.float32, copy=False), unique

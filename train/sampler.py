@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tracklink import TracklinkError
 from tracklink.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from tracklink.models.preprocess import read_image
-from tracklink.train.datasets import Tracklet, natsorted, natural_key
+from tracklink.data.datasets import LabelledTracklet, natsorted, natural_key
 from tracklink.train.transforms import ClipAugment, to_clip_tensor
 
 
@@ -38,7 +38,7 @@ class PKTSampler:
     Identities left over after the last full batch are dropped for this epoch (the next shuffle differs).
     """
 
-    def __init__(self, tracklets: Sequence[Tracklet], p: int, k: int, seed: int = 0):
+    def __init__(self, tracklets: Sequence[LabelledTracklet], p: int, k: int, seed: int = 0):
         if p < 1 or k < 1:
             raise TracklinkError(f"P and K must be at least 1, got P={p}, K={k}")
         by_pid: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -97,7 +97,7 @@ class ClipDataset(Dataset):
     T evenly spaced frames and no augmentation.
     """
 
-    def __init__(self, tracklets: Sequence[Tracklet], labels: dict[str, int] | None = None, t: int = 8,
+    def __init__(self, tracklets: Sequence[LabelledTracklet], labels: dict[str, int] | None = None, t: int = 8,
                  input_size: tuple[int, int] = (256, 128), mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, train: bool = True, seed: int = 0,
                  augment: ClipAugment | None = None):
