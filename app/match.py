@@ -6,7 +6,8 @@ camera are taken NOT to overlap (they may be one person leaving and coming back)
 applies. `--mode batch` clusters all tracklets at once. `--mode online` calls the online linker as a live
 run does, once when a tracklet matures and once when it ends: they mature one at a time in (camera,
 tracklet) order and end, in the same order, after all have been seen. The threshold comes from
---link-threshold, else the model's metadata, else the `tracklink calibrate` sidecar beside the model.
+--link-threshold, else the `tracklink calibrate` sidecar beside the model, else the model's metadata, else
+the catalogue entry of a published model (the order of `tracklink.app.link.resolve_threshold`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from tracklink.app.link import LinkConfig
     from tracklink.app.records import Tracklet
 
@@ -26,23 +25,24 @@ LAYOUT = "DIR/<camera>/<tracklet>/<frame>.<jpg|jpeg|png|bmp>"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tracklink.app.session import POOLINGS, add_embedder_arguments
+
     p.add_argument("--data", required=True, help=f"crops laid out {LAYOUT}")
-    p.add_argument("--model", required=True, help="re-ID model: tracklink checkpoint (.pt), ONNX or TensorRT engine")
     p.add_argument("--out", required=True, help="output JSON: {\"<camera>/<tracklet>\": global_id}")
     p.add_argument("--link-threshold", type=float, default=None,
                    help="cosine similarity to join an identity (default: the model's calibrated threshold)")
     p.add_argument("--mode", choices=("batch", "online"), default="batch",
                    help="batch: cluster everything at once (default); online: link one tracklet at a time")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help="override the file-type choice")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    p.add_argument("--batch-size", type=int, default=64, help="crops per embedder call")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--pooling", choices=POOLINGS, default="mean",
+                   help="tracklet feature from its crops: mean, max or caa (needs a checkpoint with its classifier)")
+    add_embedder_arguments(p)
 
 
 def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
     """(camera, tracklet, frame paths) in natural order; errors name the folder that breaks the layout."""
     from tracklink import TracklinkError
-    from tracklink.train.datasets import IMAGE_EXTS, natural_key
+    from tracklink.data.datasets import natural_key
+    from tracklink.utils.suffixes import is_image
 
     root = Path(root)
     if not root.is_dir():
@@ -54,12 +54,12 @@ def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
 
     layout = []
     for cam in subdirs(root):
-        stray = [p.name for p in cam.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+        stray = [p.name for p in cam.iterdir() if p.is_file() and is_image(p)]
         if stray:
             raise TracklinkError(f"{cam} holds images ({stray[0]}, ...) directly; put each tracklet's crops in "
                                  f"a folder of its own: {LAYOUT}")
         for trk in subdirs(cam):
-            frames = sorted((p for p in trk.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
+            frames = sorted((p for p in trk.iterdir() if p.is_file() and is_image(p)),
                             key=lambda p: natural_key(p.name))
             if not frames:
                 raise TracklinkError(f"tracklet folder {trk} holds no images; expected {LAYOUT}")
@@ -67,30 +67,6 @@ def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
     if not layout:
         raise TracklinkError(f"no tracklets under {root}; expected {LAYOUT}")
     return layout
-
-
-def embed_crop_tracklets(embed: Callable[[list], "np.ndarray"], layout: Sequence[tuple[str, str, list[Path]]],
-                         batch_size: int = 64, progress: bool = True) -> list["Tracklet"]:
-    """One pipeline Tracklet per folder: pooled feature, frame count, unknown (NaN) times.
-
-    Crops of all tracklets share embedder calls of `batch_size`, as the pipeline batches across cameras.
-    `track_id` is the folder's 1-based position within its camera.
-    """
-    from tracklink.app.records import Tracklet
-    from tracklink.train.evaluate import embed_frames
-
-    nan = float("nan")
-    tracklets, position = [], {}
-    for cam, _, frames in layout:
-        position[cam] = position.get(cam, 0) + 1
-        tracklets.append(Tracklet(cam, position[cam], 1, len(frames), nan, nan, ended=True))
-    feats, owner = embed_frames(embed, [paths for _, _, paths in layout], batch_size, progress)
-    for i, t in enumerate(tracklets):
-        mine = feats[owner == i]
-        if len(mine):
-            t.feature_sum = mine.sum(axis=0)
-            t.num_embeddings = t.num_boxes = len(mine)
-    return tracklets
 
 
 def match_tracklets(tracklets: Sequence["Tracklet"], config: "LinkConfig", mode: str = "batch") -> dict[str, int]:
@@ -111,34 +87,30 @@ def match_tracklets(tracklets: Sequence["Tracklet"], config: "LinkConfig", mode:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
     import time
 
     layout = read_crop_layout(args.data)  # a bad folder fails before the model is loaded
 
     from tracklink.app.link import LinkConfig, resolve_threshold
+    from tracklink.app.session import crop_tracklets
     from tracklink.export.runtime import open_embedder
+    from tracklink.utils.files import atomic_write
 
     embedder = open_embedder(args.model, backend=args.backend, device=args.device)
     config = LinkConfig(threshold=resolve_threshold(args.model, embedder.meta, args.link_threshold))
     start = time.perf_counter()
-    tracklets = embed_crop_tracklets(embedder.embed, layout, args.batch_size, args.progress)
+    tracklets = crop_tracklets(embedder, [(cam, frames) for cam, _, frames in layout], args.pooling,
+                               args.batch_size, args.progress)
     ids = match_tracklets(tracklets, config, args.mode)
     result = {f"{cam}/{name}": ids[t.key] for (cam, name, _), t in zip(layout, tracklets)}
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=1)
-    os.replace(tmp, out)
+    out = atomic_write(args.out, json.dumps(result, indent=1))
 
     cameras_per_id: dict[int, set[str]] = {}
     for key, gid in result.items():
         cameras_per_id.setdefault(gid, set()).add(key.split("/", 1)[0])
     print(json.dumps({
         "out": str(out), "mode": args.mode, "model": str(args.model), "backend": embedder.backend,
+        "pooling": args.pooling,
         "threshold": config.threshold, "cameras": len({cam for cam, _, _ in layout}), "tracklets": len(result),
         "images": sum(len(frames) for _, _, frames in layout), "identities": len(cameras_per_id),
         "multi_camera_identities": sum(len(c) > 1 for c in cameras_per_id.values()),

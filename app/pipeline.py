@@ -22,6 +22,7 @@ from tracklink import TracklinkError
 from tracklink.app.records import Detections, Frame, Track, Tracklet
 from tracklink.app.sources import Source
 from tracklink.app.store import CameraRecord, Store
+from tracklink.app.step_strategies import CropJobs, EmbedSchedule, strategy_for
 from tracklink.app.track import AppearanceConfig, CameraTracker, TrackerConfig, appearance_mask, crop
 
 log = logging.getLogger(__name__)
@@ -44,33 +45,12 @@ class Linker(Protocol):
     def identities(self) -> list: ...
 
 
-@dataclass(frozen=True)
-class EmbedSchedule:
-    """Which fit crops of a track are embedded: all of its first `warmup`, then one every `every` frames.
-
-    Neighbouring frames of one person give nearly the same embedding, so once a tracklet has a few, more of
-    them barely move its mean, yet embedding every tracked box at every frame was the largest stage of a
-    step (a crowded 480x360 camera: ~10 fit crops a frame at 2 ms each, beside 14 ms of YOLOX-nano).
-    The defaults embed 44% as many crops (23 -> 31 fps there); on the semi-synthetic two-camera scene
-    (tests/synthetic_mtmc.py, seeds 0-9) MTMC IDF1 went from 85.0 (every crop) to 83.4, a difference of
-    less than one linking decision there. Spaced crops keep the mean drawn from the whole tracklet (pose and
-    light change). `every=1` embeds every fit crop. BOTSORT does not use the schedule: it matches detections
-    on appearance before they belong to a track, so each of its high-score fit detections is embedded.
-    """
-
-    warmup: int = 5  # = LinkConfig.min_embeddings, so that linking at maturity is not delayed
-    every: int = 3  # frames of the camera between two embeddings of a track after its warmup
-
-    def __post_init__(self) -> None:
-        if self.warmup < 0 or self.every < 1:
-            raise TracklinkError(f"embed schedule needs warmup >= 0 and every >= 1, got {self}")
-
-
 @dataclass
 class PipelineConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     embed: EmbedSchedule = field(default_factory=EmbedSchedule)
+    pooling: str = "mean"  # tracklet features from frame embeddings (tracklink.models.pooling)
     # With only live cameras and no frame ready, wait this long before looking again (no busy loop).
     idle_wait_s: float = 0.01
 
@@ -119,8 +99,9 @@ class StageStats:
 class TrackletPool:
     """Live tracklets of one camera, built from its tracks; a tracklet leaves when its track ends."""
 
-    def __init__(self, camera: str):
+    def __init__(self, camera: str, pooling: str = "mean"):
         self.camera = camera
+        self.pooling = pooling
         self.live: dict[int, Tracklet] = {}
         self.frames = 0
         self._embedded_at: dict[int, int] = {}  # track id -> this camera's frame count at its last embedding
@@ -138,7 +119,7 @@ class TrackletPool:
         for track in tracks:
             tracklet = self.live.get(track.track_id)
             if tracklet is None:
-                tracklet = self.live[track.track_id] = Tracklet.start(track)
+                tracklet = self.live[track.track_id] = Tracklet.start(track, self.pooling)
             else:
                 tracklet.add(track)
             if track.embedding is not None:
@@ -184,8 +165,8 @@ class Pipeline:
         self.done: list[str] = []
         self._cameras: dict[str, _Camera] = {}
         self._dirty: dict[str, Tracklet] = {}
-        self._finished: dict[str, int] = {}  # camera -> frames: marked done in the store at the next flush
-        self._last_flush = time.monotonic()
+        # camera -> (status, frames): marked done (or stopped) in the store at the next flush
+        self._finished: dict[str, tuple[str, int]] = {}
         self._stopped = False
         self._opened = False
         self._step = 0
@@ -206,7 +187,7 @@ class Pipeline:
             self._fail(source, str(exc), started=False)
             return
         self._cameras[source.name] = _Camera(source, CameraTracker(source.name, self.config.tracker),
-                                             TrackletPool(source.name))
+                                             TrackletPool(source.name, self.config.pooling))
         if self.store is not None:
             size = source.size or (None, None)
             self.store.start_camera(CameraRecord(source.name, source.spec.display,
@@ -224,10 +205,14 @@ class Pipeline:
         return self.errors.get(source.name)
 
     def remove_source(self, name: str) -> list[Tracklet]:
-        """Stop one camera while the others run: its live tracklets end and are linked, and it is marked done."""
+        """Stop one camera while the others run: its live tracklets end and are linked.
+
+        A live camera is complete up to now and is marked done. A recording stopped before its end is marked
+        "stopped", not done, so a later `tracklink batch` over the same file processes it again.
+        """
         if name not in self._cameras:
             return []
-        ended = self._end_camera(name)
+        ended = self._end_camera(name, stopped=not self._cameras[name].source.live)
         self._link_and_store([], {name: ended})
         return ended
 
@@ -254,6 +239,13 @@ class Pipeline:
         return list(self._cameras)
 
     def __iter__(self) -> Iterator[StepResult]:
+        """Step until every camera has ended (or `stop`); yields each step that had frames or endings."""
+        return (result for result in self.steps() if result is not None)
+
+    def steps(self) -> Iterator[StepResult | None]:
+        """The one way to drive the pipeline: like iterating it, but also yields None when no camera had a
+        frame, so a front end that must stay responsive (the viewer) gets control back between steps.
+        Statistics are kept here, for every front end alike; pending rows are flushed when it ends."""
         if not self._opened:
             self.open()
         start = time.perf_counter()
@@ -262,7 +254,7 @@ class Pipeline:
                 result = self.step()
                 if result is not None:
                     self.stats.add(result)
-                    yield result
+                yield result
         finally:
             self.stats.wall_s += time.perf_counter() - start
             if self.store is not None:
@@ -280,27 +272,9 @@ class Pipeline:
         """One frame from every camera that has one; None when no camera had a frame (and none ended)."""
         clock = time.perf_counter
         seconds = dict.fromkeys(STAGES, 0.0)
-        finished: dict[str, str] = {}
-        ended_at_step: dict[str, list[Tracklet]] = {}
-
         t0 = clock()
-        frames: list[Frame] = []
-        for name, cam in list(self._cameras.items()):
-            try:
-                frame = cam.source.read(timeout=0.0)
-            except TracklinkError as exc:
-                ended_at_step[name] = self._end_camera(name, error=str(exc))
-                finished[name] = f"error: {exc}"
-                continue
-            if frame is not None:
-                frames.append(frame)
-            elif cam.source.status.finished:
-                status = cam.source.status
-                error = status.reason if status.state == "error" else ""
-                ended_at_step[name] = self._end_camera(name, error=error)
-                finished[name] = f"error: {error}" if error else "done"
+        frames, finished, ended_at_step = self._read_frames()
         seconds["decode"] = clock() - t0
-
         if not frames:
             if ended_at_step:
                 seconds["link"], seconds["store"] = self._link_and_store([], ended_at_step)
@@ -315,76 +289,78 @@ class Pipeline:
 
         fit = [appearance_mask(d, f.image.shape, self.config.appearance) for f, d in zip(frames, detections)]
         cams = [self._cameras[f.camera] for f in frames]
-        results: list[CameraResult] = []
-        embed_s = track_s = 0.0
-        if any(c.tracker.uses_appearance for c in cams):
-            # BOTSORT matches on appearance: embed every fit detection first, all cameras in one call.
-            t0 = clock()
-            fit = [m & (d.confidence >= c.tracker.appearance_min_conf) for m, d, c in zip(fit, detections, cams)]
-            per_frame = self._embed([[(f.image, d.xyxy[i]) for i in np.flatnonzero(m)]
-                                     for f, d, m in zip(frames, detections, fit)])
-            det_embeddings: list[list[np.ndarray | None]] = []
-            for d, m, embs in zip(detections, fit, per_frame):
-                full: list[np.ndarray | None] = [None] * len(d)
-                for i, e in zip(np.flatnonzero(m), embs):
-                    full[i] = e
-                det_embeddings.append(full)
-            embed_s += clock() - t0
-            t0 = clock()
-            steps = [c.tracker.update(f, d, e) for c, f, d, e in zip(cams, frames, detections, det_embeddings)]
-            track_s += clock() - t0
-        else:
-            # Motion-only trackers: embed only boxes that became tracks, after tracking, when they are due.
-            t0 = clock()
-            steps = [c.tracker.update(f, d) for c, f, d in zip(cams, frames, detections)]
-            track_s += clock() - t0
-            t0 = clock()
-            schedule = self.config.embed
-            wanted = [[k for k, i in enumerate(s.detection_index)
-                       if m[i] and c.pool.due(s.tracks[k].track_id, schedule)]
-                      for s, m, c in zip(steps, fit, cams)]
-            per_frame = self._embed([[(f.image, d.xyxy[s.detection_index[k]]) for k in ks]
-                                     for f, d, s, ks in zip(frames, detections, steps, wanted)])
-            for s, ks, embs in zip(steps, wanted, per_frame):
-                for k, e in zip(ks, embs):
-                    s.tracks[k].embedding = e
-            embed_s += clock() - t0
-        seconds["embed"], seconds["track"] = embed_s, track_s
+        steps, timing = strategy_for([c.tracker for c in cams]).run(
+            [c.tracker for c in cams], frames, detections, fit, self._embed,
+            lambda camera, track_id: self._cameras[camera].pool.due(track_id, self.config.embed))
+        seconds["embed"], seconds["track"] = timing.embed_s, timing.track_s
 
         t0 = clock()
+        results, mature = self._pool(cams, frames, detections, steps, ended_at_step)
+        seconds["track"] += clock() - t0  # pooling is bookkeeping of the tracker's output
+
+        seconds["link"], seconds["store"] = self._link_and_store(mature, ended_at_step, [s.tracks for s in steps])
+        for r, cam in zip(results, cams):
+            r.global_ids = {t.track_id: cam.pool.live[t.track_id].global_id if t.track_id in cam.pool.live
+                            else None for t in r.tracks}
+        return StepResult(self._next(), results, seconds, finished, _flat(ended_at_step))
+
+    def _read_frames(self) -> tuple[list[Frame], dict[str, str], dict[str, list[Tracklet]]]:
+        """This step's frame of every camera that has one, and the cameras that ended (done or failed)."""
+        frames: list[Frame] = []
+        finished: dict[str, str] = {}
+        ended: dict[str, list[Tracklet]] = {}
+        for name, cam in list(self._cameras.items()):
+            try:
+                frame = cam.source.read(timeout=0.0)
+            except TracklinkError as exc:
+                ended[name] = self._end_camera(name, error=str(exc))
+                finished[name] = f"error: {exc}"
+                continue
+            if frame is not None:
+                frames.append(frame)
+            elif cam.source.status.finished:
+                status = cam.source.status
+                error = status.reason if status.state == "error" else ""
+                ended[name] = self._end_camera(name, error=error)
+                finished[name] = f"error: {error}" if error else "done"
+        return frames, finished, ended
+
+    def _pool(self, cams: list["_Camera"], frames: list[Frame], detections: list[Detections], steps,
+              ended_at_step: dict[str, list[Tracklet]]) -> tuple[list[CameraResult], list[Tracklet]]:
+        """Tracks into tracklets; returns each camera's result and the tracklets that matured at this step."""
+        results: list[CameraResult] = []
         mature: list[Tracklet] = []
         for cam, frame, det, s in zip(cams, frames, detections, steps):
             touched = cam.pool.update(s.tracks)
             cam.pool.frames += 1
             for t in touched:
                 self._dirty[t.key] = t
-                if (self.linker is not None and t.track_id not in cam.linked and self.linker.mature(t)):
+                if self.linker is not None and t.track_id not in cam.linked and self.linker.mature(t):
                     cam.linked.add(t.track_id)
                     mature.append(t)
             ended = cam.pool.end(s.ended)
             ended_at_step.setdefault(frame.camera, []).extend(ended)
             results.append(CameraResult(frame, det, s.tracks, {}, ended))
-        seconds["track"] += clock() - t0  # pooling is bookkeeping of the tracker's output
-
-        link_s, store_s = self._link_and_store(mature, ended_at_step, [s.tracks for s in steps])
-        for r, cam in zip(results, cams):
-            r.global_ids = {t.track_id: cam.pool.live[t.track_id].global_id if t.track_id in cam.pool.live
-                            else None for t in r.tracks}
-        seconds["link"], seconds["store"] = link_s, store_s
-        return StepResult(self._next(), results, seconds, finished, _flat(ended_at_step))
+        return results, mature
 
     # stages ----------------------------------------------------------------------------------------------
 
-    def _embed(self, jobs: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[list[np.ndarray]]:
-        """Crops of all frames in one embedder call; returns the embeddings split back per frame."""
+    def _embed(self, jobs: CropJobs) -> list[list[tuple[np.ndarray, float]]]:
+        """Crops of all frames in one embedder call; returns (embedding, CAA attention) pairs split per frame."""
         crops = [crop(image, box) for frame_jobs in jobs for image, box in frame_jobs]
         if not crops or self.embedder is None:
             return [[] for _ in jobs]
-        emb = np.asarray(self.embedder.embed(crops), dtype=np.float32)
+        if self.config.pooling == "caa":
+            emb, attention = self.embedder.embed_with_attention(crops)
+        else:
+            emb, attention = self.embedder.embed(crops), None
+        emb = np.asarray(emb, dtype=np.float32)
+        weights = np.ones(len(emb), np.float32) if attention is None else np.asarray(attention, np.float32)
         out, k = [], 0
         for frame_jobs in jobs:
-            out.append(list(emb[k:k + len(frame_jobs)]))
-            k += len(frame_jobs)
+            n = len(frame_jobs)
+            out.append([(emb[i], float(weights[i])) for i in range(k, k + n)])
+            k += n
         return out
 
     def _link_and_store(self, mature: list[Tracklet], ended: dict[str, list[Tracklet]],
@@ -406,7 +382,7 @@ class Pipeline:
         if self.store is not None:
             if tracks:
                 self.store.add_appearances([t for ts in tracks for t in ts])
-            if self._finished or time.monotonic() - self._last_flush >= getattr(self.store, "commit_interval", 1.0):
+            if self._finished or self.store.commit_due():
                 self._flush()
         return link_s, clock() - t0
 
@@ -419,13 +395,12 @@ class Pipeline:
         if self.linker is not None:
             self.store.put_identities(self.linker.identities, replace_all=True)
         # "done" goes in the same commit as the camera's last rows: a done camera is always complete.
-        for name, frames in self._finished.items():
-            self.store.finish_camera(name, "done", frames)
+        for name, (status, frames) in self._finished.items():
+            self.store.finish_camera(name, status, frames)
         self._finished.clear()
         self.store.commit()
-        self._last_flush = time.monotonic()
 
-    def _end_camera(self, name: str, error: str = "") -> list[Tracklet]:
+    def _end_camera(self, name: str, error: str = "", stopped: bool = False) -> list[Tracklet]:
         """Close a camera; its live tracklets end. A failed camera's tracklets are dropped, not linked:
         its results are incomplete, and a re-run replaces its rows."""
         cam = self._cameras.pop(name)
@@ -440,7 +415,7 @@ class Pipeline:
             self._fail(cam.source, error, started=True, frames=cam.pool.frames)
             return []
         self.done.append(name)
-        self._finished[name] = cam.pool.frames
+        self._finished[name] = ("stopped" if stopped else "done", cam.pool.frames)
         return ended
 
     def _fail(self, source: Source, error: str, started: bool, frames: int = 0) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracklink.models.pooling import accumulate, direction
+
 
 @dataclass
 class Frame:
@@ -56,11 +58,21 @@ class Track:
     xyxy: np.ndarray  # (4,)
     confidence: float
     embedding: np.ndarray | None = None  # L2-normalised; None when the crop was unfit for appearance
+    attention: float = 1.0  # the crop's weight in CAA pooling (class-aware attention); 1 otherwise
 
 
 @dataclass
 class Tracklet:
-    """A per-camera track over time and its pooled appearance (mean of normalised frame embeddings)."""
+    """A per-camera track over time and its pooled appearance.
+
+    `feature_sum` accumulates the normalised frame embeddings by the tracklet's `pooling` rule (a sum for
+    mean and caa, an element-wise maximum for max; see `tracklink.models.pooling`), and `feature` is its
+    direction. This is the one tracklet record of the pipeline, the store, `match` and `calibrate`.
+
+    >>> t = Tracklet.start(Track("lobby", 1, 0.0, 7, np.zeros(4), 0.9, np.array([1.0, 0.0], np.float32)))
+    >>> t.key, t.feature.tolist(), t.num_embeddings
+    ('lobby/7', [1.0, 0.0], 1)
+    """
 
     camera: str
     track_id: int
@@ -73,6 +85,7 @@ class Tracklet:
     num_boxes: int = 0
     global_id: int | None = None
     ended: bool = False
+    pooling: str = "mean"
 
     @property
     def key(self) -> str:
@@ -80,9 +93,9 @@ class Tracklet:
 
     @property
     def feature(self) -> np.ndarray | None:
-        if self.feature_sum is None or self.num_embeddings == 0:
+        if self.num_embeddings == 0:
             return None
-        return self.feature_sum / max(float(np.linalg.norm(self.feature_sum)), 1e-12)
+        return direction(self.feature_sum)
 
     def overlaps(self, other: "Tracklet") -> bool:
         """Same camera and overlapping in time: then they can never be the same person."""
@@ -94,12 +107,17 @@ class Tracklet:
         self.end_time = max(self.end_time, track.timestamp)
         self.num_boxes += 1
         if track.embedding is not None:
-            self.feature_sum = track.embedding.astype(np.float32) if self.feature_sum is None else self.feature_sum + track.embedding
-            self.num_embeddings += 1
+            self.add_embeddings(track.embedding[None], np.array([track.attention], np.float32))
+
+    def add_embeddings(self, frames: np.ndarray, attention: np.ndarray | None = None) -> None:
+        """Pool L2-normalised frame embeddings (N, D) into the feature (`attention` (N,) for caa pooling)."""
+        self.feature_sum = accumulate(self.feature_sum, frames, self.pooling, attention)
+        self.num_embeddings += len(frames)
 
     @classmethod
-    def start(cls, track: Track) -> "Tracklet":
-        tracklet = cls(track.camera, track.track_id, track.frame, track.frame, track.timestamp, track.timestamp)
+    def start(cls, track: Track, pooling: str = "mean") -> "Tracklet":
+        tracklet = cls(track.camera, track.track_id, track.frame, track.frame, track.timestamp, track.timestamp,
+                       pooling=pooling)
         tracklet.add(track)
         return tracklet
 

@@ -22,11 +22,11 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Frame
+from tracklink.utils.suffixes import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_FPS = 30.0  # for a recording that does not say its rate; logged when used
 
 # Up to the last "@" before the path: a password may itself hold an unencoded "@" (FFmpeg accepts that).

@@ -93,8 +93,14 @@ class Store(ABC):
         """A camera's boxes, ordered by frame then track id."""
 
     @abstractmethod
+    def commit_due(self) -> bool:
+        """Whether the last commit is older than the commit interval: the one clock that bounds what a kill
+        can lose (the pipeline flushes its pending rows when this says so)."""
+
     def maybe_commit(self) -> None:
         """Commit if the last commit is older than the interval."""
+        if self.commit_due():
+            self.commit()
 
     @abstractmethod
     def commit(self) -> None: ...
@@ -263,9 +269,8 @@ class SqliteStore(Store):
 
     # transactions ----------------------------------------------------------------------------------------
 
-    def maybe_commit(self) -> None:
-        if time.monotonic() - self._last_commit >= self.commit_interval:
-            self.commit()
+    def commit_due(self) -> bool:
+        return time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
         self.db.commit()

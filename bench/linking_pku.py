@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the split builder is a test fixture
 from fixtures_pku import CALIBRATION_IDS, TEST_IDS, build_pku_open_world, pairwise_scores, select  # noqa: E402
 
 from tracklink.app.link import calibrate_threshold  # noqa: E402
-from tracklink.app.match import embed_crop_tracklets, read_crop_layout  # noqa: E402
+from tracklink.app.match import read_crop_layout  # noqa: E402
+from tracklink.app.session import crop_tracklets  # noqa: E402
 from cli_json import cli_json  # noqa: E402
 
 
@@ -43,9 +44,9 @@ def scores(predicted: dict[str, int], truth: dict[str, str]) -> dict:
     return {"all_pairs": pairwise_scores(predicted, truth), "cross_camera": pairwise_scores(predicted, truth, True)}
 
 
-def features(embed, root: Path) -> tuple[list[str], np.ndarray]:
+def features(embedder, root: Path) -> tuple[list[str], np.ndarray]:
     layout = read_crop_layout(root)
-    tracklets = embed_crop_tracklets(embed, layout, progress=False)
+    tracklets = crop_tracklets(embedder, [(cam, frames) for cam, _, frames in layout], progress=False)
     return [f"{cam}/{name}" for cam, name, _ in layout], np.stack([t.feature for t in tracklets])
 
 
@@ -97,7 +98,7 @@ def main() -> int:
             result["backend"] = summary["backend"]
 
         embedder = open_embedder(model)
-        test_keys, test_feats = features(embedder.embed, tmp / "test")
+        test_keys, test_feats = features(embedder, tmp / "test")
         labels = [test_truth[k] for k in test_keys]
         cams = [k.split("/", 1)[0] for k in test_keys]
         oracle = calibrate_threshold(test_feats, labels, cams, cross_camera_only=False)
@@ -105,7 +106,7 @@ def main() -> int:
 
         threshold, predicted = baseline_sweep(test_keys, test_feats, test_truth, cross_camera_only=False)
         result["baseline_oracle"] = {"threshold": round(threshold, 6), **scores(predicted, test_truth)}
-        cal_keys, cal_feats = features(embedder.embed, tmp / "cal_crops")
+        cal_keys, cal_feats = features(embedder, tmp / "cal_crops")
         cal_threshold, _ = baseline_sweep(cal_keys, cal_feats, cal_truth, cross_camera_only=True)
         tree = linkage(test_feats, method="average", metric="cosine")
         predicted = dict(zip(test_keys, (int(c) for c in fcluster(tree, 1.0 - cal_threshold, criterion="distance"))))

@@ -92,6 +92,8 @@ def best_of(videos: list[Path], root: Path, args: argparse.Namespace, tag: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tracklink.app.session import DEFAULT_THREADS, TRACKERS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mot", type=Path, default=ASSETS / "mot" / "MOT17-mini")
     p.add_argument("--detector", type=Path, default=ASSETS / "models" / "yolox_nano.onnx", help="YOLOX ONNX")
@@ -101,12 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", default="1,2,4", help="camera counts to run")
     p.add_argument("--frames", type=int, default=100, help="frames per camera")
     p.add_argument("--size", default="480x360", help="WxH of every camera")
-    p.add_argument("--tracker", default="bytetrack", choices=("bytetrack", "botsort"))
+    p.add_argument("--tracker", default="bytetrack", choices=TRACKERS)
     p.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: tracklink batch's)")
     p.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is reported")
     p.add_argument("--per-sequence", action="store_true", help="also run each MOT17-mini sequence alone")
     args = p.parse_args(argv)
-    from tracklink.app.batch import DEFAULT_THREADS
 
     args.threads = DEFAULT_THREADS if args.threads is None else args.threads
     for path in (args.mot, args.detector, args.reid):

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracklink.app import weights
+from tracklink.models import weights
 from tracklink.app.batch import BatchOptions, run_batch
 from tracklink.app.store import SqliteStore
 from tracklink.cli import main

@@ -169,7 +169,8 @@ def test_viewer_end_to_end(qtbot, cameras, models, settings, tmp_path: Path):
     close_window(qtbot, window)
     with SqliteStore(db) as store:
         states = {c.name: c.status for c in store.cameras()}
-    assert states["street"] == "done" and states["broken"] == "error"
+    # A recording removed midway is "stopped", not done: batch mode must not take it as finished.
+    assert states["street"] == "stopped" and states["broken"] == "error"
 
     again = open_window(qtbot, ViewerOptions(db=str(db), **models), settings)
     qtbot.waitUntil(lambda: again.panel.model.rowCount() == len(known), timeout=10_000)
@@ -177,6 +178,13 @@ def test_viewer_end_to_end(qtbot, cameras, models, settings, tmp_path: Path):
     assert any(p.crops for p in again.panel.model.people)  # crops come back from beside the store
     close_window(qtbot, again)
     assert settings.options().reid == models["reid"]  # a clean start is remembered
+
+    # The same store in batch mode: the half-watched recording is processed whole, not skipped.
+    from tracklink.app.batch import BatchOptions, run_batch
+
+    summary = run_batch(BatchOptions([str(cameras["street"])], out=str(tmp_path), progress=False, **models))
+    assert summary["cameras"]["street"]["status"] == "done"
+    assert summary["cameras"]["street"]["frames"] == FRAMES
 
 
 def test_model_that_does_not_load_is_a_dialog(qtbot, cameras, yolox_onnx, settings, tmp_path: Path):

@@ -13,27 +13,19 @@ import os
 import sys
 
 # Flags whose value, when given, overrides the remembered setting of the same name.
-_OVERRIDES = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold")
+_OVERRIDES = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
+              "pooling")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tracklink.app.session import add_session_arguments
+
     p.add_argument("--source", dest="sources", action="extend", nargs="+", default=[], metavar="S",
                    help="video file, MOTChallenge/image folder, camera index or rtsp/http URL; NAME=S names it; "
                         "repeat for more cameras (up to 16)")
-    p.add_argument("--detector", default=None,
-                   help="yolox:PATH for a YOLOX ONNX/engine, or an ultralytics model (default: remembered, else yolo11n.pt)")
-    p.add_argument("--reid", default=None,
-                   help="re-ID model: .onnx, .engine, tracklink .pt or a catalogue name (default: remembered, "
-                        "else osnet_x0_25_msmt17)")
     p.add_argument("--db", default=None,
                    help="SQLite store shared with batch mode (default: remembered, else out/tracklink.db)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], default=None,
-                   help="re-ID runtime (default: the fastest present for the model file)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    p.add_argument("--tracker", choices=["bytetrack", "botsort"], default=None, help="per-camera tracker")
-    p.add_argument("--conf", type=float, default=None, help="detector score threshold")
-    p.add_argument("--link-threshold", type=float, default=None,
-                   help="cosine similarity for linking tracklets (default: from the model or its calibration)")
+    add_session_arguments(p, remembered=True)
     p.add_argument("--frames", type=int, default=None, metavar="N",
                    help="stop the pipeline after N steps (with --screenshot: then save it and exit)")
     p.add_argument("--screenshot", default=None, metavar="PNG",

@@ -15,7 +15,7 @@ from PyQt6.QtCore import QEvent, QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QPainter, QPen
 from PyQt6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QToolButton, QToolTip, QVBoxLayout, QWidget
 
-from tracklink.app.viewer.worker import Box, TileFrame
+from tracklink.app.viewer.messages import Box, TileFrame
 
 UNLINKED = QColor(170, 170, 170)
 STATE_COLOURS = {"live": "#2e9d4f", "reconnecting": "#d98a00", "ended": "#777777", "error": "#c62828",

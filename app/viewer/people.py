@@ -17,9 +17,9 @@ from PyQt6.QtWidgets import (QAbstractItemView, QLabel, QListView, QListWidget, 
                              QStyle, QStyledItemDelegate, QStyleOptionViewItem, QVBoxLayout, QWidget)
 
 from tracklink.app.viewer.grid import identity_colour
-from tracklink.app.viewer.worker import Person, SearchResult
+from tracklink.app.viewer.messages import Person, SearchResult
+from tracklink.utils.suffixes import is_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 WALL_CLOCK = 1e8  # timestamps above this are seconds since 1970 (live cameras), below it file time
 ROW_HEIGHT = 76
 PersonRole = Qt.ItemDataRole.UserRole + 1
@@ -191,7 +191,7 @@ class SearchDrop(QLabel):
     @staticmethod
     def _image_files(mime) -> list[Path]:
         return [Path(u.toLocalFile()) for u in mime.urls()
-                if u.isLocalFile() and Path(u.toLocalFile()).suffix.lower() in IMAGE_SUFFIXES]
+                if u.isLocalFile() and is_image(u.toLocalFile())]
 
     def dragEnterEvent(self, event) -> None:
         mime = event.mimeData()

@@ -14,27 +14,19 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QD
                              QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox, QWidget)
 
 from tracklink.app.detect import DetectorConfig
-from tracklink.app.track import TRACKERS
-from tracklink.app.weights import CATALOGUE, DEFAULT_REID
-from tracklink.export.runtime import BACKENDS
+from tracklink.app.session import BACKENDS, TRACKERS, SessionOptions
+from tracklink.models.weights import CATALOGUE, DEFAULT_REID
 
 DEFAULT_DB = "out/tracklink.db"  # the store `tracklink batch` writes with its default --out
 MAX_RECENT = 10
 
 
 @dataclass
-class ViewerOptions:
-    """One pipeline run of the viewer. None means "the pipeline's own default" (as in `tracklink batch`)."""
+class ViewerOptions(SessionOptions):
+    """One pipeline run of the viewer: the session's options (as in `tracklink batch`) and the viewer's own."""
 
     sources: list[str] = field(default_factory=list)
     db: str = DEFAULT_DB
-    detector: str | None = None
-    reid: str | None = None
-    backend: str | None = None
-    device: str | None = None
-    tracker: str = "bytetrack"
-    conf: float | None = None
-    link_threshold: float | None = None
     # Identities with fewer boxes than this stay out of the people panel: a person glimpsed for a
     # frame or two is usually a false detection, and the store still has them.
     min_boxes: int = 3
@@ -45,7 +37,8 @@ class ViewerOptions:
 
 
 # Keys of ViewerOptions that persist; sources and max_steps belong to one run only.
-_PERSISTED = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "min_boxes")
+_PERSISTED = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
+              "pooling", "min_boxes")
 
 
 class ViewerSettings:

@@ -21,7 +21,8 @@ from PyQt6.QtWidgets import (QApplication, QComboBox, QDialog, QDialogButtonBox,
 from tracklink.app.viewer.grid import CameraGrid
 from tracklink.app.viewer.people import PeoplePanel
 from tracklink.app.viewer.settings import SettingsDialog, ViewerOptions, ViewerSettings
-from tracklink.app.viewer.worker import PipelineWorker, RunInfo, StageSnapshot, backend_label
+from tracklink.app.viewer.messages import RunInfo, StageSnapshot, backend_label
+from tracklink.app.viewer.worker import PipelineWorker
 
 log = logging.getLogger(__name__)
 

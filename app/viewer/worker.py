@@ -15,106 +15,28 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
-from PyQt6.QtGui import QImage
 
 from tracklink import TracklinkError
+from tracklink.app.viewer.crops import CropBook, to_qimage
+from tracklink.app.viewer.messages import Box, Person, RunInfo, SearchResult, StageSnapshot, TileFrame
 from tracklink.app.viewer.settings import ViewerOptions
 
 log = logging.getLogger(__name__)
 
 MAX_CAMERAS = 16
-CROPS_PER_TRACKLET = 3
-CROP_SPACING_S = 1.0  # crops of one tracklet at least this far apart, so they show different poses
 CROPS_PER_PERSON = 4
-CROP_HEIGHT = 96  # px; thumbnails are this tall, their width follows the box
 SNAPSHOT_INTERVAL_S = 0.5  # people panel and status bar refresh: often enough to feel live, cheap to build
 STATS_WINDOW_S = 3.0
 SEARCH_HITS = 5
 WORKER_NICENESS = 10  # Linux nice value of the pipeline threads (0 normal, 19 lowest); see lower_thread_priority
-
-
-# ------------------------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class Box:
-    """One tracked person as the UI paints it, in display-image pixels."""
-
-    xyxy: tuple[float, float, float, float]
-    track_id: int
-    global_id: int | None
-    confidence: float
-
-
-@dataclass
-class TileFrame:
-    camera: str
-    index: int
-    timestamp: float
-    image: QImage  # display size, owns its pixels
-    boxes: list[Box]
-
-
-@dataclass
-class Person:
-    """One global identity, as the people panel shows it."""
-
-    global_id: int
-    cameras: list[str]
-    first_seen: float
-    last_seen: float
-    boxes: int
-    live: bool  # some tracklet of it is still being tracked
-    segments: list[tuple[str, float, float]]  # (camera, start, end) per tracklet: the timeline
-    crops: list[QImage] = field(default_factory=list)
-
-
-@dataclass
-class StageSnapshot:
-    fps: float | None  # camera-frames per second over the last few seconds
-    ms: dict[str, float]  # mean milliseconds per step, per stage
-    frames: int  # camera-frames processed so far
-    steps: int
-
-
-@dataclass
-class RunInfo:
-    backend: str  # the re-ID runtime as the embedder names it, e.g. "onnxruntime:CPUExecutionProvider"
-    detector: str
-    reid: str
-    threshold: float
-    db: str
-    restored: int  # identities brought back from the store
-
-
-@dataclass
-class SearchResult:
-    label: str
-    hits: list[tuple[int, float]]  # (global id, cosine similarity), best first
-    error: str = ""
-
-
-def backend_label(backend: str) -> str:
-    """"onnxruntime:CUDAExecutionProvider" -> "ORT GPU (CUDA)": what an operator needs to read."""
-    name, _, rest = backend.partition(":")
-    if name == "onnxruntime":
-        provider = rest.replace("ExecutionProvider", "")
-        return f"ORT {'CPU' if provider == 'CPU' else f'GPU ({provider})'}"
-    if name == "torch":
-        return f"torch {'CPU' if rest.startswith('cpu') else f'GPU ({rest})'}"
-    if name == "tensorrt":
-        version, _, precision = rest.partition(":")
-        return f"TensorRT {version} {precision} GPU".replace("  ", " ")
-    return backend
 
 
 def _reopen_text(spec) -> str:
@@ -127,13 +49,6 @@ def _reopen_text(spec) -> str:
     except TracklinkError:
         pass
     return f"{spec.name}={spec.target}"
-
-
-def to_qimage(bgr: np.ndarray) -> QImage:
-    """A QImage that owns a copy of the pixels (the numpy buffer may be reused after we return)."""
-    bgr = np.ascontiguousarray(bgr)
-    h, w = bgr.shape[:2]
-    return QImage(bgr.data, w, h, bgr.strides[0], QImage.Format.Format_BGR888).copy()
 
 
 def lower_thread_priority(niceness: int = WORKER_NICENESS) -> None:
@@ -154,71 +69,6 @@ def lower_thread_priority(niceness: int = WORKER_NICENESS) -> None:
         except OSError as exc:
             log.debug("cannot lower the pipeline thread's priority: %s", exc)
 
-
-# ------------------------------------------------------------------------------------------- crops
-
-
-class CropBook:
-    """A few crops per tracklet, kept in memory and beside the store, so reopened people keep their faces.
-
-    The store holds boxes and embeddings but no pixels; a viewer without crops of the people it restored
-    would show empty rows. Files go to `<db>.crops/<camera>/<track_id>_<frame>.jpg`; a camera that
-    restarts in the store (its rows are replaced) loses its crops with them.
-    """
-
-    def __init__(self, root: Path | None):
-        self.root = root
-        self.crops: dict[str, list[tuple[float, QImage]]] = {}  # tracklet key -> [(timestamp, thumbnail)]
-
-    def reset_camera(self, camera: str) -> None:
-        for key in [k for k in self.crops if k.rpartition("/")[0] == camera]:
-            del self.crops[key]
-        if self.root is not None:
-            shutil.rmtree(self.root / camera, ignore_errors=True)
-
-    def offer(self, camera: str, track_id: int, frame: int, timestamp: float, image: np.ndarray,
-              xyxy: np.ndarray) -> None:
-        import cv2
-
-        from tracklink.app.track import crop
-
-        kept = self.crops.setdefault(f"{camera}/{track_id}", [])
-        if len(kept) >= CROPS_PER_TRACKLET or (kept and abs(timestamp - kept[-1][0]) < CROP_SPACING_S):
-            return
-        pixels = crop(image, xyxy)
-        h, w = pixels.shape[:2]
-        if h < 2 or w < 2:
-            return
-        thumb = cv2.resize(pixels, (max(1, round(w * CROP_HEIGHT / h)), CROP_HEIGHT), interpolation=cv2.INTER_AREA)
-        kept.append((timestamp, to_qimage(thumb)))
-        if self.root is not None:
-            folder = self.root / camera
-            folder.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(folder / f"{track_id}_{frame}.jpg"), thumb)
-
-    def load(self, tracklets) -> None:
-        """Crops saved by an earlier run for these (restored) tracklets."""
-        import cv2
-
-        if self.root is None:
-            return
-        for t in tracklets:
-            files = [p for p in (self.root / t.camera).glob(f"{t.track_id}_*.jpg") if p.stem.partition("_")[2].isdigit()]
-            for path in sorted(files, key=lambda p: int(p.stem.partition("_")[2]))[:CROPS_PER_TRACKLET]:
-                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if image is not None:
-                    self.crops.setdefault(t.key, []).append((t.start_time, to_qimage(image)))
-
-    def images(self, keys: list[str], limit: int) -> list[QImage]:
-        """Up to `limit` crops, one from each tracklet in turn (so several tracklets all get a face)."""
-        lists = [self.crops.get(k, []) for k in keys]
-        out: list[QImage] = []
-        for rank in range(CROPS_PER_TRACKLET):
-            out += [kept[rank][1] for kept in lists if rank < len(kept)]
-        return out[:limit]
-
-
-# ------------------------------------------------------------------------------------------- worker
 
 
 class PipelineWorker(QThread):
@@ -252,11 +102,9 @@ class PipelineWorker(QThread):
         self.linker = None
         self.embedder = None
         self.threshold: float | None = None
-        self._restarting: set[str] = set()
         self._names: set[str] = set()  # every camera name this store knows or this run used
         self._recent: deque = deque()  # (wall time, seconds per stage, camera-frames) per step
         self._steps = 0
-        self._frames = 0
         self._idle_reported = False
         self._last_snapshot = 0.0
         self._people_key: tuple | None = None
@@ -315,18 +163,14 @@ class PipelineWorker(QThread):
             self._close()
 
     def _start(self) -> None:
-        from tracklink.app.batch import BatchOptions, load_models
-        from tracklink.app.link import LinkConfig, OnlineLinker
-        from tracklink.app.pipeline import Pipeline, PipelineConfig
+        from tracklink.app.session import build_pipeline, camera_fingerprints, load_models, open_gallery
+        from tracklink.app.sources import make_source
         from tracklink.app.store import open_store
-        from tracklink.app.track import TrackerConfig
 
         opts = self.options
-        # The same model loading as batch mode: same defaults, same offline messages, same threshold rules.
-        self._batch_options = BatchOptions(sources=[], detector=opts.detector, reid=opts.reid, tracker=opts.tracker,
-                                           link_threshold=opts.link_threshold, backend=opts.backend,
-                                           device=opts.device, conf=opts.conf)
-        detector, self.embedder, self._reid_path, self.threshold = load_models(self._batch_options)
+        # The same session as batch mode: same defaults, same offline messages, same threshold rules.
+        self.models = load_models(opts)
+        self.embedder, self.threshold = self.models.embedder, self.models.threshold
         if self._stop.is_set():
             return
         db = Path(opts.db).expanduser()
@@ -334,29 +178,23 @@ class PipelineWorker(QThread):
         self.crops = CropBook(db.with_name(db.name + ".crops"))
 
         initial = self._parse_initial(opts.sources)
-        self._restarting = {s.name for s in initial}
-        self._names = {c.name for c in self.store.cameras()} | self._restarting
-        # People found earlier in this store come back under their ids, so new sightings join them.
-        # Cameras about to restart are left out: the store replaces their rows (as a batch re-run does).
-        restored = [t for t in self.store.tracklets() if t.camera not in self._restarting and t.global_id is not None]
-        for t in restored:
-            t.ended = True  # whatever was tracking them stopped with the run that stored them
-        self.linker = OnlineLinker(LinkConfig(threshold=self.threshold))
-        self.linker.restore(restored)
+        restarting = {s.name for s in initial}
+        self._names = {c.name for c in self.store.cameras()} | restarting
+        # People found earlier in this store come back under their ids, so new sightings join them
+        # (the session's one resume policy); cameras about to restart have their rows replaced.
+        self.linker, restored = open_gallery(self.store, self.models.link, restarting)
         self.crops.load(restored)
-        for name in self._restarting:
+        for name in restarting:
             self.crops.reset_camera(name)
-
-        from tracklink.app.sources import make_source
+        self._fingerprint = lambda specs: camera_fingerprints(opts, specs, self.models)
 
         sources = []
         for spec in initial:
             source = make_source(spec)
             source.on_status = self._on_status
             sources.append(source)
-        self.pipeline = Pipeline(sources, detector, self.embedder, PipelineConfig(tracker=TrackerConfig(opts.tracker)),
-                                 self.store, self.linker, self._fingerprints(initial))
-        self.started_ok.emit(RunInfo(self.embedder.backend, opts.detector or "yolo11n.pt", str(self._reid_path),
+        self.pipeline = build_pipeline(sources, self.models, opts, self.store, self.linker, self._fingerprint(initial))
+        self.started_ok.emit(RunInfo(self.embedder.backend, opts.detector or "yolo11n.pt", str(self.models.reid_path),
                                      self.threshold, str(db), len(self.linker.identities)))
         for spec in initial:
             self.camera_added.emit(spec.name, spec.display, _reopen_text(spec))
@@ -401,13 +239,9 @@ class PipelineWorker(QThread):
             k += 1
         return f"{name}-{k}"
 
-    def _fingerprints(self, specs) -> dict[str, str]:
-        from tracklink.app.batch import camera_fingerprints
-
-        return camera_fingerprints(self._batch_options, specs, self.embedder.backend, self._reid_path, self.threshold)
-
     def _loop(self) -> None:
-        pipeline = self.pipeline
+        """Step the pipeline through the same iteration as batch mode, answering the UI between steps."""
+        pipeline, steps = self.pipeline, None
         while not self._stop.is_set():
             if time.monotonic() - self._last_poll >= SNAPSHOT_INTERVAL_S:
                 self._poll_status()
@@ -421,12 +255,13 @@ class PipelineWorker(QThread):
                     self.steps_done.emit(self._steps)
                 continue
             self._idle_reported = False
-            result = pipeline.step()
-            if result is None:
-                continue
-            self._steps += 1
-            pipeline.stats.add(result)
-            self._publish(result)
+            steps = steps or pipeline.steps()  # a new run of steps once a camera is added after all ended
+            result = next(steps, StopIteration)
+            if result is StopIteration:
+                steps = None
+            elif result is not None:
+                self._steps += 1
+                self._publish(result)
 
     def _limit_reached(self) -> bool:
         return self.options.max_steps is not None and self._steps >= self.options.max_steps
@@ -477,7 +312,7 @@ class PipelineWorker(QThread):
         source.on_status = self._on_status
         self.crops.reset_camera(spec.name)
         self.camera_added.emit(spec.name, spec.display, _reopen_text(spec))
-        error = self.pipeline.add_source(source, self._fingerprints([spec])[spec.name])
+        error = self.pipeline.add_source(source, self._fingerprint([spec])[spec.name])
         if error:
             self.camera_status.emit(spec.name, "error", error)
         self._idle_reported = False
@@ -540,7 +375,6 @@ class PipelineWorker(QThread):
             self.frames_ready.emit()
 
         now = time.monotonic()
-        self._frames += len(result.cameras)
         self._recent.append((now, result.seconds, len(result.cameras)))
         while self._recent and now - self._recent[0][0] > STATS_WINDOW_S:
             self._recent.popleft()
@@ -563,14 +397,14 @@ class PipelineWorker(QThread):
         recent = list(self._recent)
         if not recent:
             if force:
-                self.stats_ready.emit(StageSnapshot(None, {}, self._frames, self._steps))
+                self.stats_ready.emit(StageSnapshot(None, {}, self.pipeline.stats.frames, self._steps))
             return
         stages = recent[0][1].keys()
         ms = {k: 1000.0 * sum(r[1].get(k, 0.0) for r in recent) / len(recent) for k in stages}
         span = recent[-1][0] - recent[0][0]
         # n steps span n-1 intervals; the first step's frames happened before the window opened.
         fps = sum(r[2] for r in recent[1:]) / span if span > 0 else None
-        self.stats_ready.emit(StageSnapshot(fps, ms, self._frames, self._steps))
+        self.stats_ready.emit(StageSnapshot(fps, ms, self.pipeline.stats.frames, self._steps))
 
     def _publish_people(self, force: bool = False) -> None:
         identities = self.linker.identities if self.linker is not None else []
@@ -609,5 +443,4 @@ class PipelineWorker(QThread):
         return SearchResult(label, scored[:SEARCH_HITS], error)
 
 
-__all__ = ["Box", "CropBook", "Person", "PipelineWorker", "RunInfo", "SearchResult", "StageSnapshot", "TileFrame",
-           "backend_label", "to_qimage"]
+__all__ = ["PipelineWorker", "lower_thread_priority"]

@@ -1,0 +1,301 @@
+"""The session layer every front end shares: options, models, fingerprints, the store's gallery, the pipeline.
+
+`tracklink batch` and `tracklink view` differ only at their ends (files and a summary, or a window); `match`
+and `calibrate` embed crops instead of decoding video. Everything they have in common is here, once:
+
+- `SessionOptions` and `add_session_arguments`: the same flags, defaults and help in every command;
+- `load_models`: detector, re-ID embedder and link configuration, all checked before any video opens;
+- `camera_fingerprints`: what makes a stored camera "the same footage with the same settings";
+- `open_gallery`: the one resume policy. Stored tracklets keep their stored global ids, so reopening a store
+  (a batch re-run, a viewer restart) continues the same people instead of renumbering them;
+- `build_pipeline`: sources, models, store and linker put together;
+- `crop_tracklets`: tracklets from folders of crops, pooled like the pipeline pools them (match, calibrate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from tracklink import TracklinkError
+from tracklink.app.track import TRACKERS
+from tracklink.models.pooling import POOLINGS
+from tracklink.utils.suffixes import BACKENDS
+
+if TYPE_CHECKING:
+    from tracklink.app.link import LinkConfig, OnlineLinker
+    from tracklink.app.pipeline import Pipeline
+    from tracklink.app.records import Tracklet
+    from tracklink.app.sources import Source, SourceSpec
+    from tracklink.app.store import Store
+    from tracklink.export.runtime import Embedder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKER = "bytetrack"
+# CPU threads per model; 0 is the runtime's default, one per core. On our 2-core CPU, 480x360 with re-ID:
+# 35 fps with 2 threads against 27 with 1 when the other core was idle; with it busy, the same speed at
+# 1.5x the CPU time. Pass 1 where other work shares the cores.
+DEFAULT_THREADS = 0
+
+
+@dataclass(kw_only=True)
+class SessionOptions:
+    """What shapes a pipeline run, whichever front end drives it. None means the pipeline's own default.
+
+    Keyword-only, so a front end's options (`BatchOptions(sources, ...)`) keep their own positional fields.
+    """
+
+    detector: str | None = None
+    reid: str | None = None
+    tracker: str = DEFAULT_TRACKER
+    link_threshold: float | None = None
+    backend: str | None = None
+    device: str | None = None
+    conf: float | None = None
+    threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
+    transit: str | None = None  # YAML file of camera-pair transit windows
+    pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
+
+    def session_options(self) -> "SessionOptions":
+        """This run's shared options alone (front ends extend the dataclass with their own)."""
+        names = SessionOptions.__dataclass_fields__
+        return SessionOptions(**{k: getattr(self, k) for k in names})
+
+
+# ---------------------------------------------------------------------------------------------- flags
+
+
+def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) -> None:
+    """The flags of `SessionOptions`. `remembered`: defaults are None, so a front end that remembers
+    settings (the viewer) can tell a flag the user gave from one left out."""
+    fallback = "remembered, else " if remembered else ""
+    p.add_argument("--detector", default=None,
+                   help=f"yolox:PATH for a YOLOX ONNX or engine, or an ultralytics model file or name (default: "
+                        f"{fallback}yolo11n.pt)")
+    p.add_argument("--reid", default=None,
+                   help=f"re-ID model: .onnx, .engine, tracklink .pt or a catalogue name (default: {fallback}"
+                        "osnet_x0_25_msmt17, downloaded once into the user cache)")
+    p.add_argument("--tracker", choices=TRACKERS, default=None if remembered else DEFAULT_TRACKER,
+                   help=f"per-camera tracker; botsort also matches on our embeddings (default: {fallback}"
+                        f"{DEFAULT_TRACKER})")
+    p.add_argument("--link-threshold", type=float, default=None,
+                   help="cosine similarity for linking tracklets (default: from the model or its calibration)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="re-ID runtime (default: the fastest present for the model file)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    p.add_argument("--conf", type=float, default=None, help="detector score threshold (default: 0.1)")
+    p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
+                   help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+    add_transit_argument(p)
+    p.add_argument("--pooling", choices=POOLINGS, default=None if remembered else "mean",
+                   help="tracklet feature from its frame embeddings: mean, max, or caa (class-aware attention; "
+                        "needs a tracklink checkpoint with its classifier) (default: mean)")
+
+
+def add_transit_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transit", default=None, metavar="FILE.yaml",
+                   help="camera-pair transit windows: a person last seen in camera A appears in camera B "
+                        "between min_s and max_s seconds later (see README, Linking)")
+
+
+def add_embedder_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that embed crops with one model (match, calibrate)."""
+    p.add_argument("--model", required=True, help="re-ID model: tracklink checkpoint (.pt), ONNX or TensorRT engine")
+    p.add_argument("--backend", choices=BACKENDS, help="override the file-type choice")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    p.add_argument("--batch-size", type=int, default=64, help="crops per embedder call")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@dataclass
+class Models:
+    """Everything a pipeline run needs that comes from files, loaded and checked up front."""
+
+    detector: Any
+    embedder: "Embedder"
+    reid_path: Path
+    link: "LinkConfig"
+    pooling: str
+
+    @property
+    def threshold(self) -> float:
+        return self.link.threshold
+
+
+def load_models(options: SessionOptions) -> Models:
+    """Detector, embedder and link configuration, all before any video is opened.
+
+    Both models are tried even when the first fails, so an offline machine hears about --detector and
+    --reid in one message.
+    """
+    from tracklink.app.link import LinkConfig, load_transit, resolve_threshold
+
+    if options.threads < 0:
+        raise TracklinkError(f"--threads must be 0 (one per core) or more, got {options.threads}")
+    transit = load_transit(options.transit) if options.transit else {}
+    errors, detector, embedder, reid_path = [], None, None, None
+    try:
+        detector = _open_detector(options)
+    except TracklinkError as exc:
+        errors.append(str(exc))
+    try:
+        reid_path, embedder = _open_reid(options)
+    except TracklinkError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise TracklinkError("\n  ".join(errors))
+    check_pooling(options.pooling, embedder)
+    threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
+    return Models(detector, embedder, reid_path, LinkConfig(threshold=threshold, transit=transit), options.pooling)
+
+
+def _open_detector(options: SessionOptions):
+    from tracklink.app.detect import DetectorConfig, make_detector
+
+    config = DetectorConfig() if options.conf is None else DetectorConfig(conf=options.conf)
+    return make_detector(options.detector, config, options.device, options.threads or None)
+
+
+def _open_reid(options: SessionOptions) -> tuple[Path, "Embedder"]:
+    from tracklink.export.runtime import open_embedder, resolve_backend
+    from tracklink.models.weights import resolve_reid
+
+    reid_path = resolve_reid(options.reid)
+    backend = resolve_backend(reid_path, options.backend)
+    return reid_path, open_embedder(reid_path, backend=options.backend, device=options.device,
+                                    **runtime_options(backend, options.threads))
+
+
+def runtime_options(backend: str, threads: int | None) -> dict:
+    """The embedder's CPU threads in its backend's terms; ONNX Runtime's workers sleep instead of spinning."""
+    if backend == "onnxruntime":
+        return {"intra_op_threads": threads or None, "spinning": False}
+    if backend == "torch":
+        return {"threads": threads or None}
+    return {}  # TensorRT runs on the GPU
+
+
+def check_pooling(pooling: str, embedder: "Embedder") -> None:
+    """CAA weighs frames by the classifier's confidence, so it needs a model that kept its classifier."""
+    if pooling not in POOLINGS:
+        raise TracklinkError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if pooling == "caa" and getattr(embedder, "classifier", None) is None:
+        raise TracklinkError("--pooling caa needs the class-aware attention of a tracklink checkpoint (.pt) trained "
+                             "with classes; this model has no classifier. Use --pooling mean or max, or pass the "
+                             "checkpoint the model was exported from")
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+
+
+def _file_identity(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def source_identity(spec: "SourceSpec") -> dict:
+    """What makes a recording the same footage on a re-run: resolved path, size and mtime of its files."""
+    path = Path(spec.target)
+    if spec.kind == "video":
+        return _file_identity(path)
+    if spec.kind == "images":
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {"path": str(path.resolve()), "files": len(files),
+                "size": sum(p.stat().st_size for p in files),
+                "mtime_ns": max((p.stat().st_mtime_ns for p in files), default=0)}
+    return {"live": spec.display}
+
+
+def fingerprint(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def camera_fingerprints(options: SessionOptions, specs: Iterable["SourceSpec"], models: Models) -> dict[str, str]:
+    """camera -> fingerprint of its footage and the settings that shape its rows (batch and viewer alike)."""
+    from tracklink.utils.files import sha256_file
+
+    detector_file = Path(str(options.detector or "").split(":", 1)[-1])
+    settings = {"detector": options.detector, "detector_file": _file_identity(detector_file)
+                if detector_file.is_file() else None, "conf": options.conf, "reid": sha256_file(models.reid_path),
+                "backend": models.embedder.backend, "tracker": options.tracker, "link_threshold": models.threshold}
+    if options.pooling != "mean":  # only then, so stores written before pooling was a choice stay valid
+        settings["pooling"] = options.pooling
+    return {s.name: fingerprint(settings, source_identity(s)) for s in specs}
+
+
+# ---------------------------------------------------------------------------------------------- store
+
+
+def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) -> tuple["OnlineLinker", list]:
+    """The online gallery of a run on `store`, and the stored tracklets it brought back.
+
+    The one resume policy of every front end: each stored tracklet of a camera that is not about to restart
+    (its rows are replaced) and did not fail comes back under its stored global id, so new sightings join
+    the people already stored, and new ids continue after the largest stored one. A stored tracklet that was
+    never linked is linked now.
+    """
+    from tracklink.app.link import OnlineLinker
+
+    restarting = set(restarting)
+    usable = {c.name for c in store.cameras() if c.name not in restarting and c.status != "error"}
+    stored = [t for t in store.tracklets() if t.camera in usable]
+    for t in stored:
+        t.ended = True  # whatever was tracking them stopped with the run that stored them
+    linker = OnlineLinker(link)
+    linker.restore([t for t in stored if t.global_id is not None])
+    unlinked = [t for t in stored if t.global_id is None]
+    if unlinked:
+        linker.link_many(unlinked)
+    return linker, stored
+
+
+def build_pipeline(sources: Sequence["Source"], models: Models, options: SessionOptions, store: "Store | None",
+                   linker: "OnlineLinker | None", fingerprints: dict[str, str]) -> "Pipeline":
+    from tracklink.app.pipeline import Pipeline, PipelineConfig
+    from tracklink.app.track import TrackerConfig
+
+    config = PipelineConfig(tracker=TrackerConfig(options.tracker), pooling=models.pooling)
+    return Pipeline(sources, models.detector, models.embedder, config, store, linker, fingerprints)
+
+
+# ---------------------------------------------------------------------------------------------- crops
+
+
+def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Path]]], pooling: str = "mean",
+                   batch_size: int = 64, progress: bool = True) -> list["Tracklet"]:
+    """One pipeline `Tracklet` per (camera, frame files) group: pooled feature, unknown (NaN) times.
+
+    Crops of all groups share embedder calls of `batch_size`, as the pipeline batches across cameras, and
+    are pooled by the pipeline's own rule. `track_id` is the group's 1-based position within its camera.
+    """
+    from tracklink.app.records import Tracklet
+    from tracklink.data.embedding import embed_frames
+
+    check_pooling(pooling, embedder)
+    nan = float("nan")
+    tracklets, position = [], {}
+    for cam, frames in groups:
+        position[cam] = position.get(cam, 0) + 1
+        tracklets.append(Tracklet(cam, position[cam], 1, len(frames), nan, nan, ended=True, pooling=pooling))
+    embed = embedder.embed_with_attention if pooling == "caa" else embedder.embed
+    feats, owner, weights = embed_frames(embed, [paths for _, paths in groups], batch_size, progress)
+    for i, t in enumerate(tracklets):
+        mine = owner == i
+        t.add_embeddings(feats[mine], None if weights is None else weights[mine])
+        t.num_boxes = t.num_embeddings
+    return tracklets
+
+
+__all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
+           "add_embedder_arguments", "add_session_arguments", "add_transit_argument", "build_pipeline",
+           "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models", "open_gallery",
+           "runtime_options", "source_identity"]
