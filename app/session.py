@@ -61,6 +61,7 @@ class SessionOptions:
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
+    gallery_ttl: float | None = None  # seconds unseen before an identity leaves the online search index
 
     def session_options(self) -> "SessionOptions":
         """This run's shared options alone (front ends extend the dataclass with their own)."""
@@ -96,6 +97,10 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     p.add_argument("--pooling", choices=POOLINGS, default=None if remembered else "mean",
                    help="tracklet feature from its frame embeddings: mean, max, or caa (class-aware attention; "
                         "needs a tracklink checkpoint with its classifier) (default: mean)")
+    p.add_argument("--gallery-ttl", type=float, default=None, metavar="SECONDS",
+                   help="live runs: a person not seen for this long leaves the online search index, so linking "
+                        "stays fast over days; they stay in the store and come back when searched or seen again "
+                        f"(default: {fallback}keep everyone; `tracklink batch` re-clusters every tracklet at its end)")
 
 
 def add_transit_argument(p: argparse.ArgumentParser) -> None:
@@ -142,6 +147,7 @@ def load_models(options: SessionOptions) -> Models:
     if options.threads < 0:
         raise TracklinkError(f"--threads must be 0 (one per core) or more, got {options.threads}")
     transit = load_transit(options.transit) if options.transit else {}
+    LinkConfig(threshold=0.0, gallery_ttl=options.gallery_ttl)  # a bad --gallery-ttl fails before models load
     errors, detector, embedder, reid_path = [], None, None, None
     try:
         detector = _open_detector(options)
@@ -155,7 +161,8 @@ def load_models(options: SessionOptions) -> Models:
         raise TracklinkError("\n  ".join(errors))
     check_pooling(options.pooling, embedder)
     threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
-    return Models(detector, embedder, reid_path, LinkConfig(threshold=threshold, transit=transit), options.pooling)
+    link = LinkConfig(threshold=threshold, transit=transit, gallery_ttl=options.gallery_ttl)
+    return Models(detector, embedder, reid_path, link, options.pooling)
 
 
 def _open_detector(options: SessionOptions):
@@ -241,7 +248,8 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     The one resume policy of every front end: each stored tracklet of a camera that is not about to restart
     (its rows are replaced) and did not fail comes back under its stored global id, so new sightings join
     the people already stored, and new ids continue after the largest stored one. A stored tracklet that was
-    never linked is linked now.
+    never linked is linked now. With `link.gallery_ttl`, stored people not seen within it of the latest
+    stored tracklet come back into the gallery but not into its search index.
     """
     from tracklink.app.link import OnlineLinker
 

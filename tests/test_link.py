@@ -312,6 +312,7 @@ def test_calibrate_then_match_on_pku_open_world(pku_open_world, osnet_onnx, tmp_
     assert summary["threshold"] == calibration["threshold"]
     predicted = json.loads(out.read_text())
     scores = pairwise_scores(predicted, pku_open_world["test_labels"])
+    print(f"open-world linking pairwise F1 {scores['f1']:.4f} (P {scores['precision']:.4f}, R {scores['recall']:.4f})")
     assert scores["f1"] >= F1_BAR, scores
     assert summary["identities"] == len(set(predicted.values()))
 

@@ -1,97 +1,30 @@
 """Batch linking: constrained average linkage over all tracklets, and the threshold calibration that uses it.
 
-scipy's hierarchical clustering takes no cannot-link constraints, so the constrained average linkage here is
-a numpy loop; `calibrate_threshold` replays the same merges, so a calibrated threshold means the same thing
+scipy's hierarchical clustering takes no cannot-link constraints, so the constrained average linkage is a
+numpy loop (`linkage`, exact, O(n^2) memory), run on a sparse nearest-neighbour graph past `EXACT_MAX`
+tracklets (`graph_linkage`, near-linear memory, the same merges where the graph holds every pair above the
+threshold); `calibrate_threshold` replays the exact merges, so a calibrated threshold means the same thing
 in batch, online and calibration.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tracklink import TracklinkError
-from tracklink.app.link.constraints import LinkConfig, center_by_camera, transit_ok
+from tracklink.app.link.constraints import LinkConfig, center_by_camera, center_by_camera_in_place, transit_ok
+from tracklink.app.link.graph_linkage import EXACT_MAX, graph_average_linkage
+from tracklink.app.link.linkage import average_linkage, cannot_link_matrix
 from tracklink.app.records import Tracklet
 
-
-def _average_linkage(features: np.ndarray, weights: np.ndarray, cannot: np.ndarray,
-                     merge_ok: Callable[[list[int]], bool] | None, stop_below: float
-                     ) -> tuple[list[list[int]], list[tuple[int, int, float]]]:
-    """Constrained, weighted average linkage; returns (clusters as item lists, merges (a, b, similarity)).
-
-    Greedy best-first, as scipy's 'average' method, but a pair is merged only if `cannot` allows it (a
-    cannot-link between any two members forbids the clusters; it is kept exact by OR-ing rows on merge) and
-    `merge_ok` accepts the merged members (checked lazily on the best pair only; a refusal blocks that pair
-    until one side changes). Stops when the best allowed pair is below `stop_below`, so the merges made
-    with a threshold are a prefix of those made without one.
-
-    Memory is O(n^2): a float64 matrix of similarity sums and two boolean masks, about 10 n^2 bytes
-    (250 MB for 5,000 tracklets). Each row caches its best partner, so a merge costs O(n) plus a refresh
-    of the rows that pointed at the merged pair; that keeps thousands of tracklets to seconds.
-    """
-    n = len(features)
-    if n == 0:
-        return [], []
-    sim = features.astype(np.float64) @ features.astype(np.float64).T
-    sums = (sim + sim.T) / 2 * np.outer(weights, weights)  # exact symmetry keeps ties deterministic
-    size = weights.astype(np.float64).copy()
-    cannot = cannot.copy()
-    np.fill_diagonal(cannot, True)
-    blocked = np.zeros((n, n), dtype=bool)
-    active = np.ones(n, dtype=bool)
-    members = [[i] for i in range(n)]
-    best = np.full(n, -np.inf)
-    partner = np.zeros(n, dtype=np.int64)
-
-    def row(i: int) -> np.ndarray:
-        r = sums[i] / (size[i] * size)
-        r[cannot[i] | blocked[i] | ~active] = -np.inf
-        return r
-
-    def refresh(i: int) -> None:
-        r = row(i)
-        partner[i] = int(np.argmax(r))
-        best[i] = r[partner[i]]
-
-    for i in range(n):
-        refresh(i)
-    merges: list[tuple[int, int, float]] = []
-    while True:
-        i = int(np.argmax(best))
-        s = float(best[i])
-        if not math.isfinite(s) or s < stop_below:
-            break
-        j = int(partner[i])
-        a, b = min(i, j), max(i, j)  # the lower index survives: ids do not depend on which row found the pair
-        if merge_ok is not None and not merge_ok(members[a] + members[b]):
-            blocked[a, b] = blocked[b, a] = True
-            refresh(a)
-            refresh(b)
-            continue
-        merges.append((a, b, s))
-        sums[a] += sums[b]
-        sums[:, a] += sums[:, b]
-        size[a] += size[b]
-        cannot[a] |= cannot[b]
-        cannot[:, a] |= cannot[:, b]
-        blocked[a] = False
-        blocked[:, a] = False
-        active[b] = False
-        best[b] = -np.inf
-        members[a] += members[b]
-        members[b] = []
-        stale = active & ((partner == a) | (partner == b))
-        stale[a] = True
-        for r in np.flatnonzero(stale):
-            refresh(int(r))
-        to_a = row(a)
-        gain = active & ~stale & (to_a > best)
-        best[gain] = to_a[gain]
-        partner[gain] = a
-    return [m for m in members if m], merges
+METHODS = ("auto", "exact", "graph")
+# Up to this many bytes the features of the graph method are float64 and centred as the exact method
+# centres them (so the two see the same numbers); past it float32, centred in place (a million 512-d
+# tracklets: 2 GB instead of 4 GB and its copies).
+FLOAT64_FEATURES_MAX_BYTES = 1 << 30
 
 
 def _order(tracklets: Sequence[Tracklet]) -> list[int]:
@@ -101,34 +34,56 @@ def _order(tracklets: Sequence[Tracklet]) -> list[int]:
         tracklets[i].camera, tracklets[i].track_id))
 
 
-def cluster_tracklets(tracklets: Sequence[Tracklet], config: LinkConfig) -> dict[str, int]:
+def cluster_tracklets(tracklets: Sequence[Tracklet], config: LinkConfig, method: str = "auto") -> dict[str, int]:
     """Batch mode: constrained average linkage over all tracklets -> {tracklet.key: global id}.
 
     Global ids are 1, 2, ... in order of each identity's first appearance, and do not depend on the
-    order of `tracklets`. A tracklet without an embedding gets an identity of its own.
+    order of `tracklets`. A tracklet without an embedding gets an identity of its own. `method`: "exact"
+    (the dense algorithm, O(n^2) memory), "graph" (on the k-nearest-neighbour graph, near-linear), or
+    "auto": exact up to `EXACT_MAX` tracklets, where it takes about 2 s and 0.5 GB, so results on small
+    sets are those of the exact algorithm; graph above.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}")
     keys = [t.key for t in tracklets]
     if len(set(keys)) != len(keys):
         raise ValueError("cluster_tracklets got two tracklets with the same key")
     ordered = [tracklets[i] for i in _order(tracklets)]
-    featured = [t for t in ordered if t.feature is not None]
+    featured = [t for t in ordered if _has_feature(t)]
     clusters: list[list[Tracklet]] = []
     if featured:
-        feats = center_by_camera(np.stack([t.feature for t in featured]), [t.camera for t in featured],
-                                 config.camera_prior)
+        graph = method == "graph" or (method == "auto" and len(featured) > EXACT_MAX)
+        feats = _centred_features(featured, config.camera_prior, graph)
         weights = np.array([t.num_embeddings for t in featured], dtype=np.float64)
         cams = np.unique([t.camera for t in featured], return_inverse=True)[1]
         start = np.array([t.start_time for t in featured])
         end = np.array([t.end_time for t in featured])
-        # NaN times compare False, so tracklets without times overlap nothing.
-        cannot = (cams[:, None] == cams[None, :]) & (start[:, None] <= end[None, :]) & (start[None, :] <= end[:, None])
         merge_ok = (lambda items: transit_ok([featured[i] for i in items], config.transit)) if config.transit else None
-        groups, _ = _average_linkage(feats, weights, cannot, merge_ok, config.threshold)
+        if graph:
+            groups = graph_average_linkage(feats, weights, cams, start, end, merge_ok, config.threshold)
+        else:
+            groups, _ = average_linkage(feats, weights, cannot_link_matrix(cams, start, end), merge_ok,
+                                        config.threshold)
         clusters = [[featured[i] for i in g] for g in groups]
-    clusters += [[t] for t in ordered if t.feature is None]
+    clusters += [[t] for t in ordered if not _has_feature(t)]
     rank = {id(t): r for r, t in enumerate(ordered)}
     clusters.sort(key=lambda c: min(rank[id(t)] for t in c))
     return {t.key: gid for gid, c in enumerate(clusters, start=1) for t in c}
+
+
+def _has_feature(t: Tracklet) -> bool:
+    return t.feature_sum is not None and t.num_embeddings > 0  # as `t.feature is not None`, without computing it
+
+
+def _centred_features(featured: Sequence[Tracklet], prior: float | None, graph: bool) -> np.ndarray:
+    """Camera-centred features, filled row by row (no list of per-tracklet copies), float32 when large."""
+    dim = len(featured[0].feature_sum)
+    if not graph or len(featured) * dim * 8 <= FLOAT64_FEATURES_MAX_BYTES:
+        return center_by_camera(np.stack([t.feature for t in featured]), [t.camera for t in featured], prior)
+    feats = np.empty((len(featured), dim), np.float32)
+    for i, t in enumerate(featured):
+        feats[i] = t.feature
+    return center_by_camera_in_place(feats, np.unique([t.camera for t in featured], return_inverse=True)[1], prior)
 
 
 def _pair_counts(labels: np.ndarray, cams: np.ndarray, cross_camera_only: bool) -> int:
@@ -168,7 +123,7 @@ def calibrate_threshold(features: np.ndarray, labels: Sequence, cams: Sequence, 
         raise TracklinkError("the calibration data has no pair of tracklets of one identity"
                              + (" seen by two cameras" if cross_camera_only else "")
                              + "; it needs identities with several tracklets")
-    _, merges = _average_linkage(feats, w, np.zeros((n, n), dtype=bool), None, -math.inf)
+    _, merges = average_linkage(feats, w, np.zeros((n, n), dtype=bool), None, -math.inf)
 
     # Replay the merges with per-cluster counts of labels, cameras and (label, camera), so each prefix's
     # predicted and correct pair counts follow in O(cluster size).
@@ -223,4 +178,4 @@ def calibrate_threshold(features: np.ndarray, labels: Sequence, cams: Sequence, 
             "positive_pairs": positives, "pairs": "cross-camera" if cross_camera_only else "all"}
 
 
-__all__ = ["calibrate_threshold", "cluster_tracklets"]
+__all__ = ["METHODS", "calibrate_threshold", "cluster_tracklets"]

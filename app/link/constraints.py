@@ -47,12 +47,19 @@ class LinkConfig:
     # all-camera mean by this many pseudo-tracklets, is subtracted before comparing. None turns it off.
     # Thresholds from `tracklink calibrate` are measured with the default; keep them together.
     camera_prior: float | None = 5.0
+    # Online only: an identity not seen for this many seconds (of tracklet time) leaves the search index of
+    # live linking, so the cost of a link stays flat over days; it stays in the gallery and the store, and
+    # comes back when a search finds it or a tracklet re-links into it. None keeps everyone (batch mode).
+    gallery_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and -1.0 <= self.threshold <= 1.0):
             raise TracklinkError(f"link threshold {self.threshold!r} is not a cosine similarity in [-1, 1]")
         if self.camera_prior is not None and self.camera_prior <= 0:
             raise TracklinkError(f"camera_prior must be positive (or None to turn centring off), got {self.camera_prior}")
+        if self.gallery_ttl is not None and not self.gallery_ttl > 0:
+            raise TracklinkError(f"gallery_ttl must be a positive number of seconds (or None to keep every identity), "
+                                 f"got {self.gallery_ttl}")
         if self.min_embeddings < 1:
             raise TracklinkError(f"min_embeddings must be at least 1, got {self.min_embeddings}")
         for pair, window in self.transit.items():
@@ -137,17 +144,71 @@ def center_by_camera(features: np.ndarray, cams: Sequence[str], prior: float | N
     centred = feats.copy()
     for cam in np.unique(cams):
         rows = cams == cam
-        centred[rows] -= (feats[rows].sum(axis=0) + prior * overall) / (rows.sum() + prior)
+        centred[rows] -= _shrunk_mean(feats[rows].sum(axis=0), rows.sum(), overall, prior)
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
-def _centred(tracklets: Sequence[Tracklet], prior: float | None) -> dict[int, np.ndarray]:
-    """id(tracklet) -> its camera-centred feature, for the tracklets that have one."""
-    featured = [t for t in tracklets if t.feature is not None]
-    if not featured:
-        return {}
-    feats = center_by_camera(np.stack([t.feature for t in featured]), [t.camera for t in featured], prior)
-    return {id(t): f for t, f in zip(featured, feats)}
+def _shrunk_mean(cam_sum: np.ndarray, cam_count: float, overall: np.ndarray, prior: float) -> np.ndarray:
+    """A camera's mean tracklet feature shrunk toward `overall` by `prior` pseudo-tracklets."""
+    return (cam_sum + prior * overall) / (cam_count + prior)
 
 
-__all__ = ["LinkConfig", "TransitWindows", "can_join", "center_by_camera", "load_transit", "transit_ok"]
+def center_by_camera_in_place(features: np.ndarray, cams: np.ndarray, prior: float | None,
+                              chunk: int = 65536) -> np.ndarray:
+    """`center_by_camera` on a float32 array, in place, for sets too large for float64 copies.
+
+    Sums are taken in float64, so it differs from `center_by_camera` by float32 rounding only. A million
+    512-d tracklets are 2 GB in float32; `center_by_camera` would hold three 4 GB copies.
+    """
+    if prior is not None and len(features):
+        overall = features.sum(axis=0, dtype=np.float64) / (len(features) + prior)
+        for cam in np.unique(cams):
+            rows = np.flatnonzero(cams == cam)
+            mean = _shrunk_mean(features[rows].sum(axis=0, dtype=np.float64), len(rows), overall, prior)
+            features[rows] -= mean.astype(features.dtype)
+    for lo in range(0, len(features), chunk):
+        part = features[lo:lo + chunk]
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+    return features
+
+
+class CameraMeans:
+    """Running per-camera sums of tracklet features, so online linking centres a feature in O(dim).
+
+    The same shrunk camera mean as `center_by_camera`, kept up to date by adding and removing features
+    instead of recomputing it over the gallery at every link.
+    """
+
+    def __init__(self, prior: float | None) -> None:
+        self.prior = prior
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = {}
+        self._total: np.ndarray | None = None
+        self._count = 0
+
+    def add(self, camera: str, feature: np.ndarray, sign: int = 1) -> None:
+        """Count a feature in (sign 1) or out (sign -1) of its camera's mean."""
+        f = np.asarray(feature, dtype=np.float64)
+        if self._total is None:
+            self._total = np.zeros_like(f)
+        self._total += sign * f
+        self._count += sign
+        self._sums[camera] = self._sums.get(camera, np.zeros_like(f)) + sign * f
+        self._counts[camera] = self._counts.get(camera, 0) + sign
+        if self._counts[camera] == 0:
+            del self._sums[camera], self._counts[camera]
+
+    def centre(self, camera: str, feature: np.ndarray) -> np.ndarray:
+        """The feature minus its camera's current mean, re-normalised (as given when centring is off)."""
+        f = np.asarray(feature, dtype=np.float64)
+        if self.prior is None:
+            return f
+        if self._total is not None:
+            overall = self._total / (self._count + self.prior)
+            zero = np.zeros_like(f)
+            f = f - _shrunk_mean(self._sums.get(camera, zero), self._counts.get(camera, 0), overall, self.prior)
+        return f / max(float(np.linalg.norm(f)), 1e-12)
+
+
+__all__ = ["CameraMeans", "LinkConfig", "TransitWindows", "can_join", "center_by_camera", "center_by_camera_in_place",
+           "load_transit", "transit_ok"]

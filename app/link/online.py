@@ -2,55 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tracklink.app.link.constraints import LinkConfig, _centred, can_join
+from tracklink.app.link.constraints import LinkConfig, can_join
+from tracklink.app.link.gallery import Gallery
 from tracklink.app.records import Identity, Tracklet
 
 
 class OnlineLinker:
     """A gallery of identities that live tracklets join, once when they mature and again when they end.
 
-    Each call scores the tracklets against every identity and solves one assignment
-    (`linear_sum_assignment`), so two tracklets of one step never both join the same identity; a tracklet
-    staying in its own identity does not compete for it. A tracklet already linked is scored against its
-    identity without itself, so it moves when another identity now fits better, and leaves to a new
-    identity when none reaches the threshold. Camera means are recomputed at each call from the gallery
-    and the new tracklets, so they follow the scene; early on they are shrunk toward the overall mean
-    (see `center_by_camera`). Global ids start at `first_id` and are never reused.
+    Each call finds candidate identities for its tracklets with one nearest-neighbour search (`Gallery`),
+    scores the tracklets against them and solves one assignment (`linear_sum_assignment`), so two
+    tracklets of one step never both join the same identity; a tracklet staying in its own identity does
+    not compete for it. A tracklet already linked is scored against its identity without itself, so it
+    moves when another identity now fits better, and leaves to a new identity when none reaches the
+    threshold. Camera means are running sums over the gallery and the new tracklets, so they follow the
+    scene; early on they are shrunk toward the overall mean (see `center_by_camera`). A member's centred
+    feature is the one it had when it was last linked. The cost of a link depends on the number of
+    candidates (`SEARCH_K` per tracklet) and the size of their identities, not on the gallery's size:
+    `stats` counts searches, scored pairs and constraint checks. Global ids start at `first_id` and are
+    never reused. With `config.gallery_ttl`, identities unseen for that long leave the search index
+    (`recall` brings them back); `identities` still lists them all.
     """
 
     def __init__(self, config: LinkConfig, first_id: int = 1) -> None:
         self.config = config
-        self._identities: dict[int, Identity] = {}
+        self._gallery = Gallery(config)
         self._next_id = first_id
+        self.stats = {"links": 0, "searches": 0, "scored": 0, "checks": 0}
 
     @property
     def identities(self) -> list[Identity]:
-        return list(self._identities.values())
+        return list(self._gallery.identities.values())
+
+    @property
+    def searchable(self) -> set[int]:
+        """Global ids of the identities in the search index now (not aged out)."""
+        return set(self._gallery.identities) - self._gallery.aged
 
     def restore(self, tracklets: Sequence[Tracklet]) -> None:
         """Put stored, already linked tracklets back under their global ids (a viewer reopening a store).
 
-        New ids continue after the largest restored one, so a restored person never shares an id.
+        New ids continue after the largest restored one, so a restored person never shares an id. With a
+        `gallery_ttl`, identities last seen longer ago than that (before the latest restored tracklet)
+        start out of the index.
         """
         for t in tracklets:
             if t.global_id is None:
                 raise ValueError(f"restore got {t.key} without a global id; link it instead")
-            self._identities.setdefault(t.global_id, Identity(t.global_id)).members.append(t)
-        self._next_id = max([self._next_id, *(g + 1 for g in self._identities)])
+        self._gallery.restore(tracklets)
+        self._next_id = max([self._next_id, *(g + 1 for g in self._gallery.identities)])
+
+    def recall(self, global_ids: Iterable[int]) -> None:
+        """Bring aged identities back into the search index (a gallery search found them)."""
+        self._gallery.recall(global_ids)
 
     def forget(self, camera: str) -> None:
         """Drop a camera's tracklets (a camera that failed: its results are incomplete and will be redone),
         and the identities left without members."""
-        for gid in list(self._identities):
-            identity = self._identities[gid]
-            identity.members = [m for m in identity.members if m.camera != camera]
-            if not identity.members:
-                del self._identities[gid]
+        self._gallery.forget(camera)
 
     def mature(self, tracklet: Tracklet) -> bool:
         return tracklet.num_embeddings >= self.config.min_embeddings
@@ -64,73 +78,76 @@ class OnlineLinker:
             raise ValueError("link_many got the same tracklet twice")
         if not tracklets:
             return []
-        cfg = self.config
-        gids = list(self._identities)
-        known = {id(m) for g in gids for m in self._identities[g].members}
-        feature = _centred([m for g in gids for m in self._identities[g].members]
-                           + [t for t in tracklets if id(t) not in known], cfg.camera_prior)
-        # Identity appearance: members' features weighted by embedding count (see the module docstring).
-        totals, weights, cols_j = [], [], []
-        for j, g in enumerate(gids):
-            featured = [m for m in self._identities[g].members if id(m) in feature]
-            if featured:
-                totals.append(sum(feature[id(m)] * m.num_embeddings for m in featured))
-                weights.append(float(sum(m.num_embeddings for m in featured)))
-                cols_j.append(j)
-        rows_i = [i for i, t in enumerate(tracklets) if id(t) in feature]
-        n, k = len(tracklets), len(gids)
-        # Columns: one per identity (joins compete), then one "stay" column per tracklet (no competition).
-        benefit = np.zeros((n, k + n))
-        valid = np.zeros((n, k + n), dtype=bool)
-        if rows_i and cols_j:
-            feats = np.stack([feature[id(tracklets[i])] for i in rows_i])
-            dots = feats @ np.stack(totals).T
-            weight = np.tile(np.array(weights), (len(rows_i), 1))
-            column = np.tile(np.array(cols_j), (len(rows_i), 1))
-            where = {gids[j]: b for b, j in enumerate(cols_j)}
-            for a, i in enumerate(rows_i):
-                t, own = tracklets[i], where.get(tracklets[i].global_id)
-                if own is None:
-                    continue
-                # Its own identity: scored without itself, in its private column. Alone there, it has no
-                # score (weight 0): keeping the id is then the fallback below, not a match.
-                if any(m is t for m in self._identities[t.global_id].members):
-                    dots[a, own] -= t.num_embeddings * float(feats[a] @ feats[a])
-                    weight[a, own] -= t.num_embeddings
-                column[a, own] = k + i
-            scores = np.divide(dots, weight, out=np.full(dots.shape, -np.inf), where=weight > 0)
-            for a, b in zip(*np.nonzero(scores >= cfg.threshold)):
-                t = tracklets[rows_i[a]]
-                members = [m for m in self._identities[gids[cols_j[b]]].members if m is not t]
-                if can_join(t, members, cfg.transit):
-                    benefit[rows_i[a], column[a, b]] = scores[a, b] - cfg.threshold
-                    valid[rows_i[a], column[a, b]] = True
+        gallery = self._gallery
+        gallery.advance(t.end_time for t in tracklets)
+        feature = gallery.centre(tracklets)
+        rows_i = sorted(feature)
+        feats = np.stack([feature[i] for i in rows_i]) if rows_i else np.zeros((0, 0))
+        found = gallery.candidates(feats)
+        self.stats["searches"] += gallery.index is not None and bool(rows_i)
+        own = [tracklets[i].global_id for i in rows_i if tracklets[i].global_id in gallery.identities]
+        gids = sorted({g for row in found for g in row} | set(own))
+        benefit, valid = self._benefits(tracklets, rows_i, feats, gids)
         rows, cols = linear_sum_assignment(benefit, maximize=True)
         chosen = {int(r): int(c) for r, c in zip(rows, cols) if valid[r, c]}
+        self.stats["links"] += len(tracklets)
+        return [self._apply(t, chosen.get(i), gids, feature.get(i)) for i, t in enumerate(tracklets)]
 
-        result = []
-        for i, t in enumerate(tracklets):
-            current = self._identities.get(t.global_id) if t.global_id is not None else None
-            c = chosen.get(i)
-            if c is not None and c < k:
-                target = self._identities[gids[c]]  # joins (or moves to) the identity it fits best
-            elif c is not None:
-                target = current  # still fits its own identity best
-            elif current is not None and not any(id(m) in feature for m in current.members if m is not t):
-                target = current  # nothing fits, and it is alone in its identity: keep the id
-            else:
-                target = Identity(self._next_id)
-                self._identities[target.global_id] = target
-                self._next_id += 1
-            if current is not None and current is not target:
-                current.members = [m for m in current.members if m is not t]
-                if not current.members:
-                    del self._identities[current.global_id]
-            if not any(m is t for m in target.members):
-                target.members.append(t)
-            t.global_id = target.global_id
-            result.append(target.global_id)
-        return result
+    def _benefits(self, tracklets: Sequence[Tracklet], rows_i: list[int], feats: np.ndarray,
+                  gids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Assignment benefits (score - threshold) and which cells are allowed.
+
+        Columns: one per candidate identity (joins compete), then one "stay" column per tracklet.
+        """
+        cfg, gallery = self.config, self._gallery
+        n, k = len(tracklets), len(gids)
+        benefit = np.zeros((n, k + n))
+        valid = np.zeros((n, k + n), dtype=bool)
+        if not rows_i or not gids:
+            return benefit, valid
+        sums, weights = gallery.identity_sums(gids, feats.shape[1])
+        dots = feats @ sums.T
+        weight = np.tile(weights, (len(rows_i), 1))
+        column = np.tile(np.arange(k), (len(rows_i), 1))
+        where = {g: b for b, g in enumerate(gids)}
+        for a, i in enumerate(rows_i):
+            t = tracklets[i]
+            b = where.get(t.global_id)
+            if b is None:
+                continue
+            # Its own identity: scored without itself, in its private column. Alone there, it has no score
+            # (weight 0): keeping the id is then the fallback in `_apply`, not a match.
+            counted, w = gallery.contribution(t)
+            if counted is not None:
+                dots[a, b] -= w * float(feats[a] @ counted)
+                weight[a, b] -= w
+            column[a, b] = k + i
+        scores = np.divide(dots, weight, out=np.full(dots.shape, -np.inf), where=weight > 0)
+        self.stats["scored"] += scores.size
+        for a, b in zip(*np.nonzero(scores >= cfg.threshold)):
+            t = tracklets[rows_i[a]]
+            members = [m for m in gallery.identities[gids[b]].members if m is not t]
+            self.stats["checks"] += 1
+            if can_join(t, members, cfg.transit):
+                benefit[rows_i[a], column[a, b]] = scores[a, b] - cfg.threshold
+                valid[rows_i[a], column[a, b]] = True
+        return benefit, valid
+
+    def _apply(self, t: Tracklet, c: int | None, gids: list[int], feature: np.ndarray | None) -> int:
+        gallery = self._gallery
+        current = t.global_id if t.global_id in gallery.identities else None
+        if c is not None and c < len(gids):
+            target = gids[c]  # joins (or moves to) the identity it fits best
+        elif c is not None:
+            target = current  # still fits its own identity best
+        elif current is not None and gallery.others_weight(current, t) <= 0:
+            target = current  # nothing fits, and it is alone (among featured members) in its identity: keep the id
+        else:
+            target = self._next_id
+            gallery.new_identity(target)
+            self._next_id += 1
+        gallery.place(t, target, feature)
+        return target
 
 
 __all__ = ["OnlineLinker"]
