@@ -185,13 +185,16 @@ def test_online_work_per_link_does_not_grow_with_the_gallery():
     def per_link(a: dict, b: dict, key: str) -> float:
         return (b[key] - a[key]) / (b["links"] - a["links"])
 
-    first, last = (history[0], history[125]), (history[-126], history[-1])  # the first and last 1,000 links
+    # Links 1,001-2,000 (past the first SEARCH_K identities, which fill the candidate lists) against the last
+    # 1,000, when the gallery holds several times as many identities.
+    early, last = (history[125], history[250]), (history[-126], history[-1])
     for key in ("scored", "checks"):
-        print(f"{key} per link: first 1,000 {per_link(*first, key):.1f}, last 1,000 {per_link(*last, key):.1f}")
-        assert per_link(*last, key) <= 2 * max(per_link(*first, key), 1.0), key
-    # One index search per call, and at most (candidates + the call's own identities) scores per tracklet.
+        print(f"{key} per link: links 1,001-2,000 {per_link(*early, key):.1f}, last 1,000 {per_link(*last, key):.1f}")
+        assert per_link(*last, key) <= 1.25 * max(per_link(*early, key), 1.0), key
+    # One index search per call; each tracklet is scored against at most its call's candidates
+    # (SEARCH_K per tracklet) and the call's own identities, whatever the gallery's size.
     assert history[-1]["searches"] <= len(history)
-    assert history[-1]["scored"] <= history[-1]["links"] * 8 * (SEARCH_K + 8)
+    assert history[-1]["scored"] <= history[-1]["links"] * 8 * (SEARCH_K + 1)
     assert len(linker.identities) >= 6000 // 8
     ids = np.array([t.global_id for t in tracklets])
     assert pairwise_f1(ids, truth) > 0.5  # it still links people (old and new linkers: about 0.53 here)

@@ -2,12 +2,16 @@
 
 What keeps the cost of a link flat as the gallery grows:
 - camera means are running sums (`CameraMeans`): a feature is centred in O(dim) when its tracklet is
-  linked, and that centred feature is kept, in its identity's sum and in the search index, until the
-  tracklet is linked again (at its end); the gallery is never re-centred;
-- an identity's score against a tracklet is its weighted sum of centred member features dotted with the
-  tracklet's, over its total weight: O(dim) from the sum, the same average similarity batch linkage uses;
-- candidates come from a nearest-neighbour search over member features (`VectorIndex`), so constraints
-  are checked and scores computed on at most `SEARCH_K` identities per tracklet, whatever the gallery size;
+  linked, and that centred feature is kept in its identity's sum until the tracklet is linked again (at
+  its end); the gallery is never re-centred;
+- an identity's score against a tracklet is its weighted mean of centred member features dotted with the
+  tracklet's: O(dim) from the sum, the same average similarity batch linkage uses;
+- candidates come from a nearest-neighbour search (`VectorIndex`, inner product) over those identity
+  means, so the index's ranking is the score itself; constraints are checked and scores computed on at
+  most `SEARCH_K` identities per tracklet, whatever the gallery size. An identity's entry is replaced
+  when a member joins or leaves. (Indexing member tracklets instead found fewer of the right identities:
+  a mean over several tracklets is less noisy than any one, so the IVF lists it falls in are more often
+  the query's: online F1 on 100,000 synthetic tracklets 0.79 with member entries.)
 - with a `gallery_ttl`, identities not seen for that long (tracklet time) leave the index but not the
   gallery; joining one, or `recall`, puts it back.
 """
@@ -25,7 +29,7 @@ from tracklink.app.link.constraints import CameraMeans, LinkConfig
 from tracklink.app.link.index import VectorIndex
 from tracklink.app.records import Identity, Tracklet
 
-SEARCH_K = 20  # member tracklets fetched per linked tracklet; their identities are the candidates
+SEARCH_K = 20  # candidate identities fetched per linked tracklet
 
 
 @dataclass
@@ -33,14 +37,13 @@ class _Member:
     """What the gallery counts for one member tracklet, as of its last link."""
 
     tracklet: Tracklet
-    key: int  # its id in the index
     raw: np.ndarray | None = None  # the feature counted in its camera's mean
-    centred: np.ndarray | None = None  # its centred feature, in its identity's sum and the index
+    centred: np.ndarray | None = None  # its centred feature, in its identity's sum
     weight: float = 0.0  # its embedding count, its weight in that sum
 
 
 class Gallery:
-    """Identities with their feature sums, a search index over member features, and ageing."""
+    """Identities with their feature sums, a search index over their means, and ageing."""
 
     def __init__(self, config: LinkConfig) -> None:
         self.config = config
@@ -49,8 +52,6 @@ class Gallery:
         self._sum: dict[int, np.ndarray] = {}
         self._weight: dict[int, float] = {}
         self._members: dict[int, _Member] = {}  # id(tracklet) -> what is counted for it
-        self._by_key: dict[int, _Member] = {}
-        self._next_key = 0
         self.index: VectorIndex | None = None
         self.clock = -math.inf  # latest tracklet end time seen: the gallery's "now"
         self._active: dict[int, float] = {}  # identity -> when it was last joined or recalled
@@ -76,15 +77,11 @@ class Gallery:
         return {i: self.means.centre(tracklets[i].camera, raw) for i, raw in raws.items()}
 
     def candidates(self, features: np.ndarray, k: int = SEARCH_K) -> list[list[int]]:
-        """Identities (in the index) of each feature's `k` nearest member tracklets, nearest first; one search."""
+        """The `k` identities (in the index) of highest score for each feature, best first; one search."""
         if self.index is None or len(features) == 0:
             return [[] for _ in range(len(features))]
-        _, keys = self.index.search(features, k)
-        out = []
-        for row in keys.tolist():
-            gids = (self._by_key[key].tracklet.global_id for key in row if key >= 0)
-            out.append(list(dict.fromkeys(g for g in gids if g is not None)))
-        return out
+        _, gids = self.index.search(features, k)
+        return [[g for g in row if g >= 0] for row in gids.tolist()]
 
     def identity_sums(self, gids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(weighted feature sums (len, dim), total weights) of identities; zero for one without features."""
@@ -124,10 +121,12 @@ class Gallery:
         t.global_id = gid
         member.centred, member.weight = centred, (float(t.num_embeddings) if centred is not None else 0.0)
         self._count(member, gid)
+        if current is not None and current != gid and current in self.identities:
+            self._reindex([current])
         if gid in self.aged:
             self.recall([gid])
-        elif centred is not None:
-            self._index_add([member])
+        else:
+            self._reindex([gid])
         self._touch(gid)
 
     def restore(self, tracklets: Sequence[Tracklet]) -> None:
@@ -151,7 +150,7 @@ class Gallery:
             seen = [m.end_time for m in self.identities[gid].members if math.isfinite(m.end_time)]
             self._touch(gid, max(seen, default=-math.inf))
         self._expire()
-        self._index_add([self._members[id(t)] for t in tracklets if t.global_id not in self.aged])
+        self._reindex(sorted({t.global_id for t in tracklets} - self.aged))
 
     def forget(self, camera: str) -> None:
         """Drop a camera's tracklets and the identities left without members."""
@@ -162,12 +161,14 @@ class Gallery:
             self._uncount(member, t.global_id if t.global_id in self.identities else None)
             if member.raw is not None:
                 self.means.add(camera, member.raw, -1)
-            del self._members[tracklet_id], self._by_key[member.key]
+            del self._members[tracklet_id]
             identity = self.identities.get(t.global_id)
             if identity is not None:
                 identity.members = [m for m in identity.members if m is not t]
                 if not identity.members:
                     self._drop_identity(identity.global_id)
+                elif identity.global_id not in self.aged:
+                    self._reindex([identity.global_id])
 
     # ------------------------------------------------------------------------------------------ ageing
 
@@ -181,7 +182,7 @@ class Gallery:
         for gid in gids:
             if gid in self.aged:
                 self.aged.discard(gid)
-                self._index_add([m for m in self._members_of(gid)])
+                self._reindex([gid])
                 self._touch(gid)
 
     def _expire(self) -> None:
@@ -193,7 +194,7 @@ class Gallery:
             if gid in self.identities and gid not in self.aged and self._active.get(gid) == active:
                 self.aged.add(gid)
                 if self.index is not None:
-                    self.index.remove(np.array([m.key for m in self._members_of(gid)], np.int64))
+                    self.index.remove(np.array([gid], np.int64))
 
     def _touch(self, gid: int, when: float | None = None) -> None:
         when = self.clock if when is None else when
@@ -202,14 +203,10 @@ class Gallery:
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _members_of(self, gid: int) -> list[_Member]:
-        return [self._members[id(m)] for m in self.identities[gid].members if id(m) in self._members]
-
     def _member(self, t: Tracklet) -> _Member:
         member = self._members.get(id(t))
         if member is None:
-            self._next_key += 1
-            member = self._members[id(t)] = self._by_key[self._next_key] = _Member(t, self._next_key)
+            member = self._members[id(t)] = _Member(t)
         return member
 
     def _count(self, member: _Member, gid: int) -> None:
@@ -218,25 +215,31 @@ class Gallery:
             self._weight[gid] = self._weight.get(gid, 0.0) + member.weight
 
     def _uncount(self, member: _Member, gid: int | None) -> None:
-        """Take the member's contribution out of its identity's sum and its feature out of the index."""
+        """Take the member's contribution out of its identity's sum."""
         if member.centred is None:
             return
         if gid is not None:
             self._sum[gid] = self._sum[gid] - member.weight * member.centred
             self._weight[gid] -= member.weight
-        if self.index is not None:
-            self.index.remove(np.array([member.key], np.int64))
         member.centred, member.weight = None, 0.0
 
-    def _index_add(self, members: Sequence[_Member]) -> None:
-        featured = [m for m in members if m.centred is not None]
-        if not featured:
+    def _reindex(self, gids: Sequence[int]) -> None:
+        """Replace the index entries of identities (in the index) by their current mean features."""
+        gids = [g for g in gids if g in self.identities]
+        if not gids:
             return
-        if self.index is None:
-            self.index = VectorIndex(len(featured[0].centred))
-        self.index.add(np.array([m.key for m in featured], np.int64), np.stack([m.centred for m in featured]))
+        keys = np.array(gids, np.int64)
+        if self.index is not None:
+            self.index.remove(keys)
+        featured = [g for g in gids if self._weight.get(g, 0.0) > 0]
+        if featured:
+            if self.index is None:
+                self.index = VectorIndex(len(self._sum[featured[0]]))
+            self.index.add(np.array(featured, np.int64), np.stack([self._sum[g] / self._weight[g] for g in featured]))
 
     def _drop_identity(self, gid: int) -> None:
+        if self.index is not None:
+            self.index.remove(np.array([gid], np.int64))
         del self.identities[gid]
         self._sum.pop(gid, None)
         self._weight.pop(gid, None)

@@ -13,10 +13,13 @@ linking removes one whenever a tracklet is re-linked or an identity ages out; IV
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 
-FLAT_MAX = 4096  # up to this many vectors a flat scan (exact, at most 2 M multiply-adds at 512-d) is as fast
+FLAT_MAX = 4096  # knn_graph: up to this many vectors, an exact flat scan (seconds for all pairs)
+ONLINE_FLAT_MAX = 1024  # VectorIndex: a flat scan of 8 queries over 1,024 512-d vectors takes about 1 ms
 NPROBE = 8  # lists searched per query: same-person neighbours sit in one or two lists
 GROWTH = 4  # online: the lists are re-trained when the index has grown this many times since the last time
 KMEANS_ITERATIONS = 10
@@ -27,6 +30,26 @@ def _faiss():
     import faiss
 
     return faiss
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """faiss' OpenMP threads for the calls inside (this thread only); None leaves them.
+
+    Online calls search a few vectors at a time, where OpenMP costs more than it saves, the more so on
+    shared cores: 8 queries over 3,000 vectors took 25 ms with 2 threads and 3.5 ms with 1 (one IVF add:
+    1.0 ms against 0.09 ms), measured on our 2 cores with other work running.
+    """
+    if count is None:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _ivf_index(vectors: np.ndarray, nprobe: int, seed: int = 1234):
@@ -55,10 +78,12 @@ class VectorIndex:
 
     Exact (a flat scan) up to `flat_max` vectors; past that an IVF index, re-trained on the vectors it
     holds whenever it has grown `GROWTH` times since the last training. `searches` counts search calls.
+    faiss runs on `threads` OpenMP threads here (one: calls are small, see `_threads`).
     """
 
-    def __init__(self, dim: int, flat_max: int = FLAT_MAX, nprobe: int = NPROBE) -> None:
-        self.dim, self.flat_max, self.nprobe = dim, flat_max, nprobe
+    def __init__(self, dim: int, flat_max: int = ONLINE_FLAT_MAX, nprobe: int = NPROBE, threads: int | None = 1
+                 ) -> None:
+        self.dim, self.flat_max, self.nprobe, self.threads = dim, flat_max, nprobe, threads
         self._index = _flat_index(dim)
         self._ids: set[int] = set()
         self._trained_at = 0  # size at the last training; 0 while flat
@@ -75,16 +100,18 @@ class VectorIndex:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim), ids)
-        self._ids.update(ids.tolist())
-        if len(self._ids) > self.flat_max and len(self._ids) > GROWTH * self._trained_at:
-            self._retrain()
+        with _threads(self.threads):
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim), ids)
+            self._ids.update(ids.tolist())
+            if len(self._ids) > self.flat_max and len(self._ids) > GROWTH * self._trained_at:
+                self._retrain()
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray([i for i in np.asarray(ids, dtype=np.int64).tolist() if i in self._ids], np.int64)
         if len(ids):
             faiss = _faiss()
-            self._index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+            with _threads(self.threads):
+                self._index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
             self._ids.difference_update(ids.tolist())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +120,8 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         if not self._ids:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-        return self._index.search(queries, k)
+        with _threads(self.threads):
+            return self._index.search(queries, k)
 
     def _retrain(self) -> None:
         """Move everything into an IVF index trained on the vectors held now (a cost paid log(n) times)."""
@@ -138,4 +166,4 @@ def knn_graph(vectors: np.ndarray, k: int, flat_max: int = FLAT_MAX, nprobe: int
     return neighbours, sims
 
 
-__all__ = ["FLAT_MAX", "NPROBE", "VectorIndex", "knn_graph"]
+__all__ = ["FLAT_MAX", "NPROBE", "ONLINE_FLAT_MAX", "VectorIndex", "knn_graph"]
