@@ -106,7 +106,9 @@ class OnlineLinker:
         if not rows_i or not gids:
             return benefit, valid
         sums, weights = gallery.identity_sums(gids, feats.shape[1])
-        dots = feats @ sums.T
+        # One matrix-vector product per tracklet, not one matrix product: for these small shapes (8 x 512 by
+        # 512 x 160) the threaded matrix product took 29 ms on our shared 2 cores, eight products 0.9 ms.
+        dots = np.stack([sums @ f for f in feats])
         weight = np.tile(weights, (len(rows_i), 1))
         column = np.tile(np.arange(k), (len(rows_i), 1))
         where = {g: b for b, g in enumerate(gids)}
