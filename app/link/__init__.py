@@ -1,13 +1,15 @@
 """Cross-camera linking: per-camera tracklets -> global identities, online or in one batch.
 
 One concept per module: `constraints` (LinkConfig, cannot-link rules, camera-centred features), `online`
-(OnlineLinker), `clustering` (batch clustering and threshold calibration), `threshold` (where a model's
-threshold is read and written). Their public names are re-exported here.
+(OnlineLinker), `gallery` (its identities, running camera means, search index and ageing), `clustering`
+(batch clustering and threshold calibration), `linkage` (exact constrained average linkage),
+`graph_linkage` (the same on a sparse nearest-neighbour graph, for large sets), `index` (faiss search),
+`threshold` (where a model's threshold is read and written). Their public names are re-exported here.
 
 This module is tracklink's own contribution and is written by hand: trackers (BoxMOT, ultralytics) stop at
 one camera, and no well-kept library does constrained re-ID linking. It uses scipy where it can
-(`linear_sum_assignment`); scipy's hierarchical clustering takes no cannot-link constraints, so the
-constrained average linkage below is a numpy loop.
+(`linear_sum_assignment`) and faiss for nearest-neighbour search; scipy's hierarchical clustering takes no
+cannot-link constraints, so the constrained average linkage is a numpy loop.
 
 One similarity everywhere: the average cosine similarity between the members of two groups of tracklets,
 each tracklet weighted by its number of embeddings, on tracklet features with their camera's mean removed
