@@ -220,9 +220,9 @@ def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mappi
         "backend": models.embedder.backend,
         "tracker": options.tracker,
         "link_threshold": models.threshold,
+        "pooling": options.pooling,
+        "transit": options.transit,
     }
-    if options.pooling != "mean":  # said only when chosen, so summaries of default runs stay as they were
-        summary["pooling"] = options.pooling
     atomic_write(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

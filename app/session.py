@@ -241,7 +241,7 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     The one resume policy of every front end: each stored tracklet of a camera that is not about to restart
     (its rows are replaced) and did not fail comes back under its stored global id, so new sightings join
     the people already stored, and new ids continue after the largest stored one. A stored tracklet that was
-    never linked is linked now.
+    never linked (it had not matured when its run stopped) stays out of the gallery, as it was out of it.
     """
     from tracklink.app.link import OnlineLinker
 
@@ -250,11 +250,9 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     stored = [t for t in store.tracklets() if t.camera in usable]
     for t in stored:
         t.ended = True  # whatever was tracking them stopped with the run that stored them
+    stored = [t for t in stored if t.global_id is not None]
     linker = OnlineLinker(link)
-    linker.restore([t for t in stored if t.global_id is not None])
-    unlinked = [t for t in stored if t.global_id is None]
-    if unlinked:
-        linker.link_many(unlinked)
+    linker.restore(stored)
     return linker, stored
 
 

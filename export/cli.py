@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (default: ~/.cache/tracklink)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--parity-crops", default=None,
-                   help="crops for the parity check (default: the shared crops, else random tensors)")
+                   help="crops for the parity check (default: random tensors, with a warning; give real crops)")
     p.add_argument("--parity-limit", type=int, default=256, help="at most this many parity crops")
     p.add_argument("--imgsz", type=int, default=640, help="ultralytics detector input size")
     p.add_argument("--dynamic", action="store_true", help="ultralytics detector: dynamic input shape")

@@ -66,6 +66,19 @@ def test_train_writes_a_checkpoint_that_eval_accepts(tiny_data: Path, tmp_path: 
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("image_rank1", "image_mAP", "tracklet_rank1", "tracklet_mAP", "image_rank5"):
         assert 0.0 <= result[key] <= 1.0
+    assert result["pooling"] == "mean"
+
+    # The checkpoint kept its classifier, so class-aware attention pooling runs end to end; an ONNX has none.
+    assert main(["eval", "--model", str(out / "last.pt"), "--data", f"folder:{tiny_data}", "--json",
+                 "--no-progress", "--pooling", "caa"]) == 0
+    caa = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert caa["pooling"] == "caa" and caa["image_mAP"] == result["image_mAP"]  # frames are pooled, not images
+    assert main(["export", "--model", str(out / "last.pt"), "--format", "onnx", "--out", str(out / "m.onnx"),
+                 "--parity-crops", str(tiny_data)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out / "m.onnx"), "--data", f"folder:{tiny_data}", "--no-progress",
+                 "--pooling", "caa"]) == 2
+    assert "classifier" in capsys.readouterr().err
 
 
 def test_ablation_losses_all_train(tiny_data: Path, tmp_path: Path) -> None:
