@@ -16,6 +16,7 @@ from tracklink import TracklinkError, __version__
 
 # name -> module that defines `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tracklink.app.demo", "run the whole pipeline offline on two built-in cameras and show the results"),
     "train": ("tracklink.train.cli", "train a video re-ID model with OSM+CAA"),
     "eval": ("tracklink.train.eval_cli", "cross-camera CMC/mAP of a model on a labelled dataset"),
     "import-weights": ("tracklink.models.import_cli", "turn a torchreid .pth or an OSNet ONNX into a checkpoint"),

@@ -77,10 +77,10 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     fallback = "remembered, else " if remembered else ""
     p.add_argument("--detector", default=None,
                    help=f"yolox:PATH for a YOLOX ONNX or engine, or an ultralytics model file or name (default: "
-                        f"{fallback}yolo11n.pt)")
+                        f"{fallback}the packaged YOLOX-nano)")
     p.add_argument("--reid", default=None,
                    help=f"re-ID model: .onnx, .engine, tracklink .pt or a catalogue name (default: {fallback}"
-                        "osnet_x0_25_msmt17, downloaded once into the user cache)")
+                        "the packaged osnet_x0_25_msmt17)")
     p.add_argument("--tracker", choices=TRACKERS, default=None if remembered else DEFAULT_TRACKER,
                    help=f"per-camera tracker; botsort also matches on our embeddings (default: {fallback}"
                         f"{DEFAULT_TRACKER})")
@@ -125,6 +125,7 @@ class Models:
     reid_path: Path
     link: "LinkConfig"
     pooling: str
+    detector_spec: str = ""  # what --detector said, or the packaged default's
 
     @property
     def threshold(self) -> float:
@@ -142,9 +143,9 @@ def load_models(options: SessionOptions) -> Models:
     if options.threads < 0:
         raise TracklinkError(f"--threads must be 0 (one per core) or more, got {options.threads}")
     transit = load_transit(options.transit) if options.transit else {}
-    errors, detector, embedder, reid_path = [], None, None, None
+    errors, detector, embedder, reid_path, spec = [], None, None, None, ""
     try:
-        detector = _open_detector(options)
+        spec, detector = _open_detector(options)
     except TracklinkError as exc:
         errors.append(str(exc))
     try:
@@ -155,14 +156,18 @@ def load_models(options: SessionOptions) -> Models:
         raise TracklinkError("\n  ".join(errors))
     check_pooling(options.pooling, embedder)
     threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
-    return Models(detector, embedder, reid_path, LinkConfig(threshold=threshold, transit=transit), options.pooling)
+    return Models(detector, embedder, reid_path, LinkConfig(threshold=threshold, transit=transit), options.pooling,
+                  spec)
 
 
-def _open_detector(options: SessionOptions):
+def _open_detector(options: SessionOptions) -> tuple[str, Any]:
+    """(the detector's spec, the detector): --detector, else the packaged YOLOX-nano (offline, verified)."""
     from tracklink.app.detect import DetectorConfig, make_detector
+    from tracklink.models.weights import default_detector
 
+    spec = options.detector or default_detector()
     config = DetectorConfig() if options.conf is None else DetectorConfig(conf=options.conf)
-    return make_detector(options.detector, config, options.device, options.threads or None)
+    return spec, make_detector(spec, config, options.device, options.threads or None)
 
 
 def _open_reid(options: SessionOptions) -> tuple[Path, "Embedder"]:

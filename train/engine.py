@@ -34,6 +34,7 @@ from tracklink.train.config import TrainConfig
 from tracklink.data.datasets import LabelledTracklet, VideoDataset, load_identities
 from tracklink.train.losses import build_criterion
 from tracklink.train.sampler import ClipDataset, PKTSampler, make_loader
+from tracklink.utils.progress import bar_disabled
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ class Trainer:
                 loader = make_loader(self.clips, self.sampler, epoch, self.position.batch, cfg.workers,
                                      rank=self.dist.rank, world_size=self.dist.world_size)
                 bar = tqdm(total=self.steps_per_epoch, initial=self.position.batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="batch", disable=not self.progress, dynamic_ncols=True)
+                           unit="batch", disable=bar_disabled(self.progress), dynamic_ncols=True)
                 try:
                     for _batch, (clips, labels, _cams) in loader:
                         if self.position.batch >= self.steps_per_epoch:

@@ -194,7 +194,7 @@ class PipelineWorker(QThread):
             source.on_status = self._on_status
             sources.append(source)
         self.pipeline = build_pipeline(sources, self.models, opts, self.store, self.linker, self._fingerprint(initial))
-        self.started_ok.emit(RunInfo(self.embedder.backend, opts.detector or "yolo11n.pt", str(self.models.reid_path),
+        self.started_ok.emit(RunInfo(self.embedder.backend, self.models.detector_spec, str(self.models.reid_path),
                                      self.threshold, str(db), len(self.linker.identities)))
         for spec in initial:
             self.camera_added.emit(spec.name, spec.display, _reopen_text(spec))
