@@ -62,11 +62,6 @@ class SessionOptions:
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
 
-    def session_options(self) -> "SessionOptions":
-        """This run's shared options alone (front ends extend the dataclass with their own)."""
-        names = SessionOptions.__dataclass_fields__
-        return SessionOptions(**{k: getattr(self, k) for k in names})
-
 
 # ---------------------------------------------------------------------------------------------- flags
 
