@@ -23,7 +23,8 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Identity, Track, Tracklet
-from tracklink.app.store_claims import DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner, local_owner_gone
+from tracklink.app.store_claims import (DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner, local_owner_gone,
+                                        lost_claims_error)
 
 SCHEMA_VERSION = 2
 
@@ -204,6 +205,7 @@ class SqliteStore(Store):
         self._last_commit = time.monotonic()
         self.owner, self.claim_timeout = owner or default_owner(), claim_timeout
         self._claimed: set[str] = set()
+        self._lost: set[str] = set()  # cameras another process took over while this one was silent
         self._last_heartbeat = time.monotonic()
 
     def _migrate(self) -> None:
@@ -267,14 +269,18 @@ class SqliteStore(Store):
         self.db.execute("UPDATE claims SET owner=?, heartbeat=? WHERE camera=?", (owner, time.time(), name))
         if owner == self.owner:
             self._claimed.add(name)
+            self._lost.discard(name)
 
     def heartbeat(self) -> None:
-        with self.db:
-            self._beat()
+        self._beat()
+        if not self._lost:  # with a camera lost, its pending rows must not land: the next commit refuses them
+            self.commit()
 
     def _beat(self) -> None:
-        self.db.executemany("UPDATE claims SET heartbeat=? WHERE camera=? AND owner=?",
-                            [(time.time(), name, self.owner) for name in self._claimed])
+        for name in self._claimed - self._lost:
+            if self.db.execute("UPDATE claims SET heartbeat=? WHERE camera=? AND owner=?",
+                               (time.time(), name, self.owner)).rowcount == 0:
+                self._lost.add(name)
         self._last_heartbeat = time.monotonic()
 
     def release_camera(self, name: str) -> None:
@@ -372,14 +378,20 @@ class SqliteStore(Store):
     def commit(self) -> None:
         if self._claimed and time.monotonic() - self._last_heartbeat >= self.claim_timeout / 3:
             self._beat()
+        if self._lost:
+            self.db.rollback()
+            raise lost_claims_error(self._lost)
         self.db.commit()
         self._last_commit = time.monotonic()
 
     def close(self) -> None:
         try:
-            for name in list(self._claimed):  # an unfinished camera resumes on the next run, from any process
-                self.release_camera(name)
-            self.db.commit()
+            if self._lost:  # another process writes those cameras now: nothing pending may land
+                self.db.rollback()
+            else:
+                for name in list(self._claimed):  # an unfinished camera resumes on the next run, from any process
+                    self.release_camera(name)
+                self.db.commit()
         finally:
             self.db.close()
 

@@ -45,11 +45,18 @@ def check_takeover(camera: str, holder: str, age_s: float, timeout_s: float, hol
         log.warning("camera %s: its previous writer %s is gone; resuming it here", camera, holder)
         return
     if age_s > timeout_s:
-        log.warning("camera %s: its writer %s has sent no heartbeat for %.0f s (timeout %.0f s); taking it over",
+        log.warning("camera %s: its writer %s has sent no heartbeat for %.1f s (timeout %.1f s); taking it over",
                     camera, holder, age_s, timeout_s)
         return
     raise TracklinkError(f"camera {camera!r} is being written by {holder} (last heartbeat {age_s:.0f} s ago); "
                          f"stop that run, or run again once it has been silent for {timeout_s:.0f} s")
 
 
-__all__ = ["DEFAULT_CLAIM_TIMEOUT_S", "check_takeover", "default_owner", "local_owner_gone"]
+def lost_claims_error(cameras: set[str]) -> TracklinkError:
+    """What a writer hears when another process took its cameras over: it must not write them any more."""
+    names = ", ".join(sorted(cameras))
+    return TracklinkError(f"camera {names} was taken over by another process after this one sent no heartbeat "
+                          "for longer than the claim timeout; its latest rows were not written")
+
+
+__all__ = ["DEFAULT_CLAIM_TIMEOUT_S", "check_takeover", "default_owner", "local_owner_gone", "lost_claims_error"]

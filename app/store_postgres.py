@@ -25,7 +25,7 @@ from tracklink import TracklinkError
 from tracklink.app.records import Identity, Track, Tracklet
 from tracklink.app.sources import redact
 from tracklink.app.store import Appearance, CameraRecord, Store
-from tracklink.app.store_claims import DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner
+from tracklink.app.store_claims import DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner, lost_claims_error
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class PostgresStore(Store):
             raise TracklinkError(f"cannot open the store {redact(url)}: {_reason(url, exc)}; "
                                  "check the server, the database name and the user") from None
         self._claimed: set[str] = set()
+        self._lost: set[str] = set()  # cameras another process took over while this one was silent
         self._last_commit = time.monotonic()
         self._stop = threading.Event()
         self._beater = threading.Thread(target=self._beat_forever, name="tracklink-store-heartbeat", daemon=True)
@@ -171,14 +172,16 @@ class PostgresStore(Store):
             (owner, name))
         if owner == self.owner:
             self._claimed.add(name)
+            self._lost.discard(name)
 
     def heartbeat(self) -> None:
         claimed = sorted(self._claimed)
         if not claimed:
             return
         with self.pool.connection() as conn:  # its own connection: never waits for the writer's transaction
-            conn.execute("UPDATE claims SET heartbeat=clock_timestamp() WHERE owner=%s AND camera = ANY(%s)",
-                         (self.owner, claimed))
+            kept = conn.execute("UPDATE claims SET heartbeat=clock_timestamp() WHERE owner=%s AND camera = ANY(%s) "
+                                "RETURNING camera", (self.owner, claimed)).fetchall()
+        self._lost.update(set(claimed) - {row[0] for row in kept} - self._lost)
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.claim_timeout / 3):
@@ -306,6 +309,9 @@ class PostgresStore(Store):
             self.commit()
 
     def commit(self) -> None:
+        if self._lost:
+            self.db.rollback()
+            raise lost_claims_error(self._lost)
         try:
             self.db.commit()
         except psycopg.OperationalError as exc:
@@ -313,9 +319,13 @@ class PostgresStore(Store):
         self._last_commit = time.monotonic()
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         try:
-            if not self.db.closed:
+            if self._lost:  # another process writes those cameras now: nothing pending may land
+                self.db.rollback()
+            elif not self.db.closed:
                 for name in list(self._claimed):  # an unfinished camera resumes on the next run, from any node
                     self._release(name)
                 self.db.commit()

@@ -97,3 +97,11 @@ def postgres_server():
 @pytest.fixture()
 def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """A new, empty store of each backend: a SQLite path, or a database on the throwaway server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.db")
+    return request.getfixturevalue("postgres_server").new_database()

@@ -13,17 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_postgres import postgres_server  # noqa: F401  (pytest fixture)
+from fixtures_postgres import postgres_server, store_url  # noqa: F401  (pytest fixtures)
 from tracklink.app.records import Identity, Track, Tracklet
 from tracklink.app.store import CameraRecord, SqliteStore, open_store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path: Path) -> str:
-    """A new, empty store of each backend: a SQLite path, or a database on the throwaway server."""
-    if request.param == "sqlite":
-        return str(tmp_path / "t.db")
-    return request.getfixturevalue("postgres_server").new_database()
 
 
 def make_track(camera: str, frame: int, tid: int, emb: np.ndarray | None = None) -> Track:
