@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "match": ("tracklink.app.match", "link tracklets given as crop folders into global identities"),
     "calibrate": ("tracklink.app.calibrate_cli", "pick a model's link threshold on labelled data"),
     "batch": ("tracklink.app.batch", "detect, track and link people in videos; write MOT files, a store and a summary"),
+    "link": ("tracklink.app.link_cli", "re-link every finished camera in a store (SQLite or PostgreSQL) at once"),
     "eval-mot": ("tracklink.app.evalmot", "MOTA, IDF1 and HOTA of tracking results (MTMC IDF1 with --multi-camera)"),
     "view": ("tracklink.app.viewer.cli", "desktop viewer: live camera grid, people across cameras, search by image"),
 }
