@@ -1,11 +1,13 @@
 """Track and link people in recorded videos (or streams) and write MOTChallenge files, a store and a summary.
 
 Writes, in --out: <camera>.txt (MOTChallenge rows `frame,id,x,y,w,h,conf,-1,-1,-1` with the per-camera
-track id), <camera>.global.txt (the same rows with the global identity), tracklink.db (SQLite), summary.json
-and, with --save-video, <camera>.mp4 annotated with the final global ids. Re-running over the same footage with the same settings resumes:
-cameras already done are skipped and the others are redone. Global ids are revised at the end by
-clustering all tracklets at once. Exit code 1 when some camera failed (the others' outputs are complete);
-Ctrl-C (how a run over live cameras ends) finishes the live cameras, writes the outputs and exits 130.
+track id), <camera>.global.txt (the same rows with the global identity), tracklink.db (SQLite, unless --db
+names another store, e.g. one PostgreSQL database shared by many machines), summary.json and, with
+--save-video, <camera>.mp4 annotated with the final global ids. Re-running over the same footage with the
+same settings resumes: cameras already done are skipped and the others are redone. Global ids are revised
+at the end by clustering the tracklets of every finished camera in the store at once, this run's and any
+other's. Exit code 1 when some camera failed (the others' outputs are complete); Ctrl-C (how a run over
+live cameras ends) finishes the live cameras, writes the outputs and exits 130.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracklink.app.session import SessionOptions, add_session_arguments
+from tracklink.app.session import SessionOptions, add_session_arguments, add_store_argument
 
 if TYPE_CHECKING:
     from tracklink.app.link import LinkConfig
@@ -39,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-video", action="store_true",
                    help="also write <camera>.mp4, annotated with the final global ids (as in <camera>.global.txt)")
     p.add_argument("--show", action="store_true", help="show each camera in a window while it runs (needs a display)")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing tracklink.db in --out; start over")
+    add_store_argument(p)
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: delete the SQLite store; in a PostgreSQL store, redo these cameras")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a table")
     add_session_arguments(p)
@@ -49,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class BatchOptions(SessionOptions):
     sources: list[str] = field(default_factory=list)
     out: str = "out"
+    db: str | None = None  # the store; default OUT/tracklink.db
     save_video: bool = False
     show: bool = False
     fresh: bool = False
@@ -91,6 +96,7 @@ def run_batch(options: BatchOptions) -> dict:
     """The batch job; returns the summary it also writes to OUT/summary.json."""
     from tracklink.app.session import camera_fingerprints, load_models
     from tracklink.app.sources import parse_sources
+    from tracklink.app.store import LINK_THRESHOLD_KEY
 
     specs = parse_sources(options.sources)  # names and paths only: nothing is opened yet
     if options.show:
@@ -98,12 +104,16 @@ def run_batch(options: BatchOptions) -> dict:
     models = load_models(options)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    store = _open_store(out, options.fresh)
+    store = _open_store(options.db or out / "tracklink.db", options.fresh)
+    store.set_meta(LINK_THRESHOLD_KEY, str(models.threshold))  # what `tracklink link` re-links with later
+    store.commit()
     prints = camera_fingerprints(options, specs, models)
-    run = _Run(options, specs, models, out, store, prints, _finished_cameras(store, specs, prints))
+    skipped = [] if options.fresh else _finished_cameras(store, specs, prints)
+    run = _Run(options, specs, models, out, store, prints, skipped)
     started = time.monotonic()
     pipeline, raw = _process(run)
-    tracklets, mapping = revise_identities(store, [n for n in prints], models.link)
+    # Over every camera in the store, not only this run's: runs into one store agree on who is who.
+    tracklets, mapping = revise_identities(store, [c.name for c in store.cameras()], models.link)
     if options.save_video:
         from tracklink.app.annotate import write_annotated_videos
 
@@ -122,14 +132,13 @@ def _check_display() -> None:
         raise TracklinkError("--show needs a display (DISPLAY is unset); drop --show, or run under xvfb-run")
 
 
-def _open_store(out: Path, fresh: bool) -> "Store":
-    from tracklink.app.store import SqliteStore
+def _open_store(db: str | Path, fresh: bool) -> "Store":
+    from tracklink.app.store import is_server_url, open_store
 
-    db_path = out / "tracklink.db"
-    if fresh:
+    if fresh and not is_server_url(db):  # a shared server store is never wiped: --fresh redoes this run's cameras
         for suffix in ("", "-wal", "-shm"):
-            Path(str(db_path) + suffix).unlink(missing_ok=True)
-    return SqliteStore(db_path)
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    return open_store(db)
 
 
 def _finished_cameras(store: "Store", specs: list["SourceSpec"], prints: dict[str, str]) -> list[str]:
@@ -188,6 +197,7 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     the result (global ids and identities)."""
     from tracklink.app.link import cluster_tracklets
 
+    store.lock_identities()  # read and rewrite as one: a concurrent run's revision waits, then sees this one's
     done = [c.name for c in store.cameras() if c.status == "done" and c.name in cameras]
     tracklets = [t for name in done for t in store.tracklets(name)]
     mapping = cluster_tracklets(tracklets, link)

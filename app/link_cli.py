@@ -11,10 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tracklink.app.session import add_transit_argument
+
+if TYPE_CHECKING:
+    from tracklink.app.link import LinkConfig
+    from tracklink.app.store import Store
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_KEY = "link_threshold"  # the store's meta key for the threshold batch linked with
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,63 +30,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write <camera>.txt and <camera>.global.txt for every finished camera here")
     p.add_argument("--link-threshold", type=float, default=None,
                    help="cosine similarity for linking tracklets (default: the one recorded in the store)")
+    add_transit_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tracklink import TracklinkError
+    from tracklink.app.link import LinkConfig, load_transit
     from tracklink.app.store import is_server_url, open_store
 
     if not is_server_url(args.db) and not Path(args.db).is_file():
         raise TracklinkError(f"no store at {args.db}; pass the tracklink.db that `tracklink batch` wrote "
                              "(in its --out) or a postgresql:// URL")
     with open_store(args.db) as store:
-        summary = relink_store(store, args.link_threshold, args.out)
+        transit = load_transit(args.transit) if args.transit else {}
+        link = LinkConfig(threshold=store_threshold(store, args.link_threshold), transit=transit)
+        summary = relink_store(store, link, args.out)
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def store_threshold(store, cli_value: float | None) -> float:
+def store_threshold(store: "Store", cli_value: float | None) -> float:
     """--link-threshold, else the store's recorded one; a clear error when neither exists."""
     from tracklink import TracklinkError
+    from tracklink.app.store import LINK_THRESHOLD_KEY
 
     if cli_value is not None:
         return cli_value
-    recorded = store.meta(THRESHOLD_KEY)
+    recorded = store.meta(LINK_THRESHOLD_KEY)
     if recorded is None:
         raise TracklinkError("the store records no link threshold (no `tracklink batch` has written it); "
                              "pass --link-threshold")
     return float(recorded)
 
 
-def relink_store(store, cli_threshold: float | None = None, out: str | None = None) -> dict:
+def relink_store(store: "Store", link: "LinkConfig", out: str | None = None) -> dict:
     """Cluster the tracklets of every finished camera in `store`, rewrite their global ids and the identities,
     and with `out` write the MOT files; returns a summary."""
-    from pathlib import Path
+    from tracklink.app.batch import revise_identities, write_mot
 
-    from tracklink.app.batch import write_mot
-    from tracklink.app.link import LinkConfig, cluster_tracklets
-    from tracklink.app.records import Identity
-
-    threshold = store_threshold(store, cli_threshold)
     cameras = store.cameras()
     done = [c.name for c in cameras if c.status == "done"]
     unfinished = {c.name: c.status for c in cameras if c.status != "done"}
     if unfinished:
         log.warning("left out, not finished: %s", ", ".join(f"{n} ({s})" for n, s in sorted(unfinished.items())))
-    tracklets = [t for name in done for t in store.tracklets(name)]
-    mapping = cluster_tracklets(tracklets, LinkConfig(threshold=threshold))
-    identities: dict[int, Identity] = {}
-    for t in tracklets:
-        t.global_id = mapping[t.key]
-        identities.setdefault(t.global_id, Identity(t.global_id)).members.append(t)
-    store.set_global_ids(mapping)
-    store.put_identities(identities.values(), replace_all=True)
-    store.commit()
+    tracklets, mapping = revise_identities(store, done, link)
     rows = {}
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         rows = {name: write_mot(store, name, Path(out)) for name in done}
-    return {"cameras": done, "left_out": unfinished, "tracklets": len(tracklets), "identities": len(identities),
-            "link_threshold": threshold, "rows": rows}
+    return {"cameras": done, "left_out": unfinished, "tracklets": len(tracklets),
+            "identities": len(set(mapping.values())), "link_threshold": link.threshold, "rows": rows}

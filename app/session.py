@@ -93,6 +93,14 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                         "needs a tracklink checkpoint with its classifier) (default: mean)")
 
 
+def add_store_argument(p: argparse.ArgumentParser, default: str = "OUT/tracklink.db") -> None:
+    """--db: where a run's results live, a SQLite file or one PostgreSQL database that many runs and
+    machines share (see README, Many cameras, many machines)."""
+    p.add_argument("--db", default=None, metavar="URL_OR_PATH",
+                   help="the store: a SQLite file, or postgresql://user@host:port/db to share one store among "
+                        f"runs and machines (default: {default})")
+
+
 def add_transit_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transit", default=None, metavar="FILE.yaml",
                    help="camera-pair transit windows: a person last seen in camera A appears in camera B "
@@ -294,6 +302,7 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
 
 
 __all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
-           "add_embedder_arguments", "add_session_arguments", "add_transit_argument", "build_pipeline",
+           "add_embedder_arguments", "add_session_arguments", "add_store_argument", "add_transit_argument",
+           "build_pipeline",
            "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models", "open_gallery",
            "runtime_options", "source_identity"]

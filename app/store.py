@@ -27,6 +27,7 @@ from tracklink.app.store_claims import (DEFAULT_CLAIM_TIMEOUT_S, check_takeover,
                                         lost_claims_error)
 
 SCHEMA_VERSION = 2
+LINK_THRESHOLD_KEY = "link_threshold"  # meta: the threshold the last batch run linked with (`tracklink link` reuses it)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ class Store(ABC):
 
     @abstractmethod
     def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None: ...
+
+    @abstractmethod
+    def lock_identities(self) -> None:
+        """Until the next commit, be the only process that rewrites global ids and identities: a re-link
+        reads every tracklet and rewrites them as one step, even with other runs writing the store."""
 
     @abstractmethod
     def identities(self) -> list[dict]: ...
@@ -356,6 +362,9 @@ class SqliteStore(Store):
             [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)
              for i in identities if i.members])
 
+    def lock_identities(self) -> None:
+        self.db.execute("UPDATE id_counter SET next = next")  # takes SQLite's write lock until the commit
+
     def identities(self) -> list[dict]:
         rows = self.db.execute("SELECT global_id, num_tracklets, cameras, first_seen, last_seen FROM identities "
                                "ORDER BY global_id").fetchall()
@@ -409,4 +418,5 @@ def open_store(url: str | Path, **options) -> Store:
     return SqliteStore(str(url), **options)
 
 
-__all__ = ["Appearance", "CameraRecord", "SqliteStore", "Store", "is_server_url", "open_store"]
+__all__ = ["Appearance", "CameraRecord", "LINK_THRESHOLD_KEY", "SqliteStore", "Store", "is_server_url",
+           "open_store"]

@@ -290,8 +290,11 @@ class PostgresStore(Store):
         with self.pool.connection() as conn:  # ids handed out here are never allocated again
             conn.execute("UPDATE id_counter SET next = GREATEST(next, %s)", (max(r[0] for r in rows) + 1,))
 
-    def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None:
+    def lock_identities(self) -> None:
         self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_IDENTITIES_LOCK,))  # held until this commit
+
+    def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None:
+        self.lock_identities()
         if replace_all:
             self.db.execute("DELETE FROM identities")
         rows = [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)
@@ -323,9 +326,8 @@ class PostgresStore(Store):
 
     # transactions ----------------------------------------------------------------------------------------
 
-    def maybe_commit(self) -> None:
-        if time.monotonic() - self._last_commit >= self.commit_interval:
-            self.commit()
+    def commit_due(self) -> bool:
+        return time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
         if self._lost:
