@@ -303,6 +303,5 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
 
 __all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
            "add_embedder_arguments", "add_session_arguments", "add_store_argument", "add_transit_argument",
-           "build_pipeline",
-           "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models", "open_gallery",
-           "runtime_options", "source_identity"]
+           "build_pipeline", "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models",
+           "open_gallery", "runtime_options", "source_identity"]
