@@ -104,12 +104,16 @@ class PostgresStore(Store):
         self.owner = owner or default_owner()
         self.pool = ConnectionPool(url, min_size=1, max_size=3, open=False, name="tracklink-store")
         try:
+            # One direct attempt first: it fails at once and in the server's words, where the pool would
+            # retry in the background until its timeout and then say only that it timed out.
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
             self.pool.open(wait=True, timeout=connect_timeout)
             self.db = self.pool.getconn()  # the writer's: its transaction spans calls until `commit`
             migrate(self.db)
         except (PoolTimeout, psycopg.Error) as exc:
             self.pool.close()
-            raise TracklinkError(f"cannot open the store {redact(url)}: {_reason(url, exc)}; "
+            reason = redact(" ".join(str(exc).split())) or type(exc).__name__
+            raise TracklinkError(f"cannot open the store {redact(url)}: {reason}; "
                                  "check the server, the database name and the user") from None
         self._claimed: set[str] = set()
         self._lost: set[str] = set()  # cameras another process took over while this one was silent
@@ -357,16 +361,6 @@ class PostgresStore(Store):
         finally:
             self.pool.putconn(self.db)
             self.pool.close()
-
-
-def _reason(url: str, exc: Exception) -> str:
-    """The server's own words: a pool timeout hides them, so one direct attempt asks again."""
-    if isinstance(exc, PoolTimeout):
-        try:
-            psycopg.connect(url, connect_timeout=5).close()
-        except psycopg.Error as direct:
-            exc = direct
-    return redact(" ".join(str(exc).split())) or type(exc).__name__
 
 
 __all__ = ["MIGRATIONS", "PostgresStore", "SCHEMA_VERSION", "migrate"]
