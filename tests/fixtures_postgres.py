@@ -29,6 +29,16 @@ def postgres_bindir() -> Path | None:
     return Path(debian[-1]).parent if debian else None
 
 
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,6 +96,8 @@ def postgres_server():
     bindir = postgres_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine: apt-get install postgresql")
+    if os.geteuid() == 0 and not _user_exists("postgres"):
+        pytest.skip("running as root and no `postgres` user to run the server as: apt-get install postgresql")
     server = PostgresServer(bindir)
     server.start()
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from fixtures_postgres import postgres_server  # noqa: F401  (pytest fixture)
 from fixtures_video import write_camera
-from tracklink.app.store import open_store
+from tracklink.app.store import CameraRecord, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.assets]
 
@@ -128,3 +128,15 @@ def test_three_nodes_into_one_postgres_store_equal_one_sqlite_run(postgres_serve
     tracklink("link", "--db", killed)
     assert counts(killed) == uninterrupted  # nothing lost, nothing doubled
     assert partition(killed) == expected
+
+
+def test_a_camera_another_node_writes_is_refused_by_name(postgres_server, clips, yolox_onnx: Path,  # noqa: F811
+                                                         osnet_onnx: Path, tmp_path: Path):
+    url = postgres_server.new_database()
+    video = clips[0][0]
+    with open_store(url, owner="edge-7:4242") as other_node:
+        other_node.start_camera(CameraRecord(video.stem, str(video), "fp", "running"))
+        refused = subprocess.run(batch_command([video], yolox_onnx, osnet_onnx, "--db", url, "--out",
+                                               str(tmp_path / "out")), capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2
+        assert f"camera '{video.stem}' is being written by edge-7:4242" in refused.stderr.splitlines()[-1]
