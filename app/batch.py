@@ -197,7 +197,7 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     the result (global ids and identities)."""
     from tracklink.app.link import cluster_tracklets
 
-    store.lock_identities()  # read and rewrite as one: a concurrent run's revision waits, then sees this one's
+    store.begin_relink()  # read and rewrite as one: a concurrent run's revision waits, then sees this one's
     done = [c.name for c in store.cameras() if c.status == "done" and c.name in cameras]
     tracklets = [t for name in done for t in store.tracklets(name)]
     mapping = cluster_tracklets(tracklets, link)

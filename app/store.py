@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -118,9 +118,10 @@ class Store(ABC):
     def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None: ...
 
     @abstractmethod
-    def lock_identities(self) -> None:
-        """Until the next commit, be the only process that rewrites global ids and identities: a re-link
-        reads every tracklet and rewrites them as one step, even with other runs writing the store."""
+    def begin_relink(self) -> None:
+        """Until the next commit, be the only process re-linking this store: a re-link reads every tracklet
+        and rewrites the global ids as one step, so the last of two concurrent ones sees all of the first.
+        Other writers are not held up while it clusters."""
 
     @abstractmethod
     def identities(self) -> list[dict]: ...
@@ -212,6 +213,7 @@ class SqliteStore(Store):
         self.owner, self.claim_timeout = owner or default_owner(), claim_timeout
         self._claimed: set[str] = set()
         self._lost: set[str] = set()  # cameras another process took over while this one was silent
+        self._relink_lock: IO | None = None  # held from `begin_relink` to the next commit
         self._last_heartbeat = time.monotonic()
 
     def _migrate(self) -> None:
@@ -362,8 +364,19 @@ class SqliteStore(Store):
             [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)
              for i in identities if i.members])
 
-    def lock_identities(self) -> None:
-        self.db.execute("UPDATE id_counter SET next = next")  # takes SQLite's write lock until the commit
+    def begin_relink(self) -> None:
+        # A lock file, not SQLite's one write lock: held through a long clustering, that would stall every
+        # other writer of the file (a viewer) past its busy timeout.
+        import fcntl
+
+        if self._relink_lock is None:
+            self._relink_lock = open(self.path.with_name(self.path.name + ".relink.lock"), "a")
+            fcntl.flock(self._relink_lock, fcntl.LOCK_EX)
+
+    def _end_relink(self) -> None:
+        if self._relink_lock is not None:
+            self._relink_lock.close()  # closing the file releases its lock
+            self._relink_lock = None
 
     def identities(self) -> list[dict]:
         rows = self.db.execute("SELECT global_id, num_tracklets, cameras, first_seen, last_seen FROM identities "
@@ -389,8 +402,10 @@ class SqliteStore(Store):
             self._beat()
         if self._lost:
             self.db.rollback()
+            self._end_relink()
             raise lost_claims_error(self._lost)
         self.db.commit()
+        self._end_relink()
         self._last_commit = time.monotonic()
 
     def close(self) -> None:
@@ -402,6 +417,7 @@ class SqliteStore(Store):
                     self.release_camera(name)
                 self.db.commit()
         finally:
+            self._end_relink()
             self.db.close()
 
 

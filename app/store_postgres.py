@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Advisory lock keys (any fixed 64-bit numbers, unique to tracklink within a database).
 _MIGRATION_LOCK = 0x7472_6B6C_0001
 _IDENTITIES_LOCK = 0x7472_6B6C_0002  # writers replace the identities table one at a time: no deadlock between them
+_RELINK_LOCK = 0x7472_6B6C_0003  # one re-link of the whole store at a time
 _MAX_PENDING_ROWS = 50_000  # appearance rows held in memory at most before they are sent anyway
 
 _V1 = """
@@ -164,6 +165,8 @@ class PostgresStore(Store):
 
     def _claim(self, name: str, owner: str, timeout_s: float) -> None:
         # Insert-or-lock: the row lock serialises two claimers; the loser sees the winner's committed row.
+        # pg_stat_activity is a snapshot taken once per transaction: drop it, so a writer that died since is seen.
+        self.db.execute("SELECT pg_stat_clear_snapshot()")
         self.db.execute(
             "INSERT INTO claims SELECT %s, %s, pid, backend_start, clock_timestamp() FROM pg_stat_activity "
             "WHERE pid = pg_backend_pid() ON CONFLICT (camera) DO NOTHING", (name, owner))
@@ -294,11 +297,13 @@ class PostgresStore(Store):
         with self.pool.connection() as conn:  # ids handed out here are never allocated again
             conn.execute("UPDATE id_counter SET next = GREATEST(next, %s)", (max(r[0] for r in rows) + 1,))
 
-    def lock_identities(self) -> None:
-        self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_IDENTITIES_LOCK,))  # held until this commit
+    def begin_relink(self) -> None:
+        # Its own lock, held until this commit: writers wait for the identities lock below only while the
+        # re-link writes, not while it clusters.
+        self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_RELINK_LOCK,))
 
     def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None:
-        self.lock_identities()
+        self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_IDENTITIES_LOCK,))  # held until this commit
         if replace_all:
             self.db.execute("DELETE FROM identities")
         rows = [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)

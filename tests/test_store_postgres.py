@@ -208,3 +208,24 @@ def test_embeddings_are_bytea_float32(postgres_url: str):
     with psycopg.connect(postgres_url) as conn:
         kind, size = conn.execute("SELECT pg_typeof(feature_sum)::text, length(feature_sum) FROM embeddings").fetchone()
     assert (kind, size) == ("bytea", 512 * 4)
+
+
+def test_one_relink_at_a_time_without_holding_up_writers(store_url: str):
+    first, second, writer = (open_store(store_url, owner=f"node-{i}:{i}") for i in (1, 2, 3))
+    writer.start_camera(camera("live"))
+    first.begin_relink()
+    acquired = threading.Event()
+    waiter = threading.Thread(target=lambda: (second.begin_relink(), acquired.set()))
+    waiter.start()
+    # While the first re-link runs, another node's flush (rows, tracklets, identities) goes through.
+    writer.add_appearances([make_track("live", 1, 1)])
+    writer.put_tracklets([tracklet_of([make_track("live", 1, 1)])])
+    writer.put_identities([], replace_all=True)
+    writer.commit()
+    assert not acquired.wait(0.3)  # the second re-link waits for the first one's commit
+    first.commit()
+    waiter.join(timeout=30)
+    assert acquired.is_set()
+    second.commit()
+    for store in (first, second, writer):
+        store.close()
