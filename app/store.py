@@ -1,12 +1,13 @@
 """Where a run's results live while it runs: cameras, tracklets with their embeddings, identities, boxes.
 
 `Store` is the small interface the pipeline writes through; `SqliteStore` is the default, one file in the
-output folder, and `PostgresStore` (app/store_postgres.py) is one server shared by many machines. Writes are batched and committed at least once
-per `commit_interval` seconds, so a killed job loses at most that much, and WAL lets a viewer read while a
-batch writes. Every table has a natural key (camera, track id, frame) with UNIQUE constraints and upserts:
-re-running over the same footage replaces a camera's partial rows instead of duplicating them, and a camera
-marked done with the same fingerprint (source + settings) is skipped. Starting a camera claims it for this
-process (app/store_claims.py): two processes never write one camera at once, in either backend.
+output folder, and `PostgresStore` (app/store_postgres.py) is one server shared by many machines. Writes are
+batched and committed at least once per `commit_interval` seconds, so a killed job loses at most that much,
+and WAL lets a viewer read while a batch writes. Every table has a natural key (camera, track id, frame) with
+UNIQUE constraints and upserts: re-running over the same footage replaces a camera's partial rows instead of
+duplicating them, and a camera marked done with the same fingerprint (source + settings) is skipped. Starting
+a camera claims it for this process (app/store_claims.py): two processes never write one camera at once, in
+either backend.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tracklink.app.store_claims import (DEFAULT_CLAIM_TIMEOUT_S, check_takeover,
                                         lost_claims_error)
 
 SCHEMA_VERSION = 2
-LINK_THRESHOLD_KEY = "link_threshold"  # meta: the threshold the last batch run linked with (`tracklink link` reuses it)
+LINK_THRESHOLD_KEY = "link_threshold"  # meta: the threshold batch last linked with; `tracklink link` reuses it
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,8 @@ class SqliteStore(Store):
         self._claimed.discard(name)
 
     def allocate_global_ids(self, n: int) -> list[int]:
+        if n < 1:
+            return []
         # The counter row stays write-locked until this connection commits: no other process reads it before.
         first = self.db.execute("UPDATE id_counter SET next = next + ? RETURNING next - ?", (n, n)).fetchall()[0][0]
         return list(range(first, first + n))
