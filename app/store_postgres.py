@@ -118,6 +118,7 @@ class PostgresStore(Store):
                                  "check the server, the database name and the user") from None
         self._claimed: set[str] = set()
         self._lost: set[str] = set()  # cameras another process took over while this one was silent
+        self._claims_lock = threading.Lock()  # the heartbeat thread reads both sets while the writer changes them
         self._pending: dict[tuple[str, int, int], tuple[float, ...]] = {}  # appearance rows not yet sent
         self._last_commit = time.monotonic()
         self._stop = threading.Event()
@@ -181,24 +182,27 @@ class PostgresStore(Store):
             "heartbeat=clock_timestamp() FROM pg_stat_activity a WHERE a.pid = pg_backend_pid() AND camera=%s",
             (owner, name))
         if owner == self.owner:
-            self._claimed.add(name)
-            self._lost.discard(name)
+            with self._claims_lock:
+                self._claimed.add(name)
+                self._lost.discard(name)
 
     def heartbeat(self) -> None:
-        claimed = sorted(self._claimed)
+        with self._claims_lock:
+            claimed = sorted(self._claimed)
         if not claimed:
             return
-        with self.pool.connection() as conn:  # its own connection: never waits for the writer's transaction
+        with self.pool.connection() as conn:  # its own connection: the writer's open transaction does not delay it
             kept = conn.execute("UPDATE claims SET heartbeat=clock_timestamp() WHERE owner=%s AND camera = ANY(%s) "
                                 "RETURNING camera", (self.owner, claimed)).fetchall()
-        self._lost.update(set(claimed) - {row[0] for row in kept} - self._lost)
+        with self._claims_lock:
+            self._lost.update(set(claimed) & self._claimed - {row[0] for row in kept})
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.claim_timeout / 3):
             try:
                 self.heartbeat()
-            except psycopg.Error as exc:  # the next beat retries; the claim ages out only if all of them fail
-                log.warning("store heartbeat failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001  the next beat retries; a claim ages out only if all fail
+                log.warning("store heartbeat failed: %s", redact(str(exc)))
 
     def release_camera(self, name: str) -> None:
         self._release(name)
@@ -206,7 +210,8 @@ class PostgresStore(Store):
 
     def _release(self, name: str) -> None:
         self.db.execute("DELETE FROM claims WHERE camera=%s AND owner=%s", (name, self.owner))
-        self._claimed.discard(name)
+        with self._claims_lock:
+            self._claimed.discard(name)
 
     def allocate_global_ids(self, n: int) -> list[int]:
         if n < 1:
