@@ -229,3 +229,21 @@ def test_one_relink_at_a_time_without_holding_up_writers(store_url: str):
     second.commit()
     for store in (first, second, writer):
         store.close()
+
+
+def test_a_live_writer_heartbeats_on_its_own(postgres_url: str):
+    """The claim stays fresh while the writer is busy elsewhere (a long step, a slow camera): a thread beats."""
+    writer = PostgresStore(postgres_url, owner="node-a:1", claim_timeout=1.5)
+    writer.start_camera(camera("hall"))
+
+    def beat() -> float:
+        with psycopg.connect(postgres_url) as conn:
+            return conn.execute("SELECT EXTRACT(EPOCH FROM heartbeat)::float8 FROM claims").fetchone()[0]
+
+    first, deadline = beat(), time.monotonic() + 60
+    while beat() == first and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert beat() > first  # no call into the store in between: the heartbeat thread did it
+    writer.close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # closing released the claim
