@@ -171,10 +171,11 @@ class PostgresStore(Store):
         self.db.execute(
             "INSERT INTO claims SELECT %s, %s, pid, backend_start, clock_timestamp() FROM pg_stat_activity "
             "WHERE pid = pg_backend_pid() ON CONFLICT (camera) DO NOTHING", (name, owner))
+        # A session of another role shows its pid but a NULL start: then it counts as alive (the heartbeat decides).
         holder, age, alive = self.db.execute(
             "SELECT owner, EXTRACT(EPOCH FROM clock_timestamp() - heartbeat)::float8, EXISTS (SELECT 1 FROM "
-            "pg_stat_activity a WHERE a.pid = c.backend_pid AND a.backend_start = c.backend_start) "
-            "FROM claims c WHERE camera=%s FOR UPDATE", (name,)).fetchone()
+            "pg_stat_activity a WHERE a.pid = c.backend_pid AND (a.backend_start = c.backend_start OR "
+            "a.backend_start IS NULL)) FROM claims c WHERE camera=%s FOR UPDATE", (name,)).fetchone()
         if holder != owner:
             check_takeover(name, holder, age, timeout_s, holder_gone=not alive)
         self.db.execute(
