@@ -200,6 +200,7 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     store.begin_relink()  # read and rewrite as one: a concurrent run's revision waits, then sees this one's
     done = [c.name for c in store.cameras() if c.status == "done" and c.name in cameras]
     tracklets = [t for name in done for t in store.tracklets(name)]
+    _check_one_embedding_size(tracklets)
     mapping = cluster_tracklets(tracklets, link)
     store.set_global_ids(mapping)
     for t in tracklets:
@@ -207,6 +208,20 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     store.put_identities(_identities(tracklets), replace_all=True)
     store.commit()
     return tracklets, mapping
+
+
+def _check_one_embedding_size(tracklets: list["Tracklet"]) -> None:
+    """Cameras of one store embedded by re-ID models of different sizes cannot be linked together."""
+    from tracklink import TracklinkError
+
+    sizes: dict[int, str] = {}
+    for t in tracklets:
+        if t.feature_sum is not None:
+            sizes.setdefault(int(t.feature_sum.size), t.camera)
+    if len(sizes) > 1:
+        found = ", ".join(f"{size} (e.g. camera {camera})" for size, camera in sorted(sizes.items()))
+        raise TracklinkError(f"the store holds embeddings of different sizes: {found}; runs with different re-ID "
+                             "models need their own --out or --db")
 
 
 def _identities(tracklets):

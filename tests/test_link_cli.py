@@ -82,3 +82,11 @@ def test_link_without_a_threshold_or_a_store_says_what_to_pass(store_url: str, t
     assert "pass --link-threshold" in capsys.readouterr().err
     assert main(["link", "--db", str(tmp_path / "nowhere.db"), "--link-threshold", "0.5"]) == 2
     assert "no store at" in capsys.readouterr().err and not (tmp_path / "nowhere.db").exists()
+
+
+def test_link_refuses_embeddings_of_two_models(tmp_path: Path, capsys):
+    url = str(tmp_path / "t.db")
+    write_run(url, ["a"], np.eye(2, 8, dtype=np.float32), "node-1:1")
+    write_run(url, ["b"], np.eye(2, 16, dtype=np.float32), "node-2:2")  # another re-ID model's size
+    assert main(["link", "--db", url, "--link-threshold", "0.5"]) == 2
+    assert "embeddings of different sizes: 8 (e.g. camera a), 16 (e.g. camera b)" in capsys.readouterr().err
