@@ -466,7 +466,8 @@ class Trainer:
         write_results(self.history, self.out, title=f"{self.meta.arch} on {self.cfg.data}")
 
     def _eval_record(self) -> dict[str, float]:
-        return {f"eval_{k}": v for k, v in self.evaluate(self.eval_dataset).items() if k.startswith(("image_", "tracklet_"))}
+        return {f"eval_{k}": v for k, v in self.evaluate(self.eval_dataset).items()
+                if k.startswith(("image_", "tracklet_")) and isinstance(v, float)}
 
     def evaluate(self, dataset: VideoDataset) -> dict[str, Any]:
         """The same embedder `tracklink eval` uses, on the weights in training."""
