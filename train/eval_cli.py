@@ -113,6 +113,8 @@ def _plots(result: dict, splits, args) -> dict:
 
 
 def _print(result: dict, as_json: bool) -> None:
+    from pathlib import Path
+
     if as_json:
         print(json.dumps(result))
         return
@@ -120,6 +122,9 @@ def _print(result: dict, as_json: bool) -> None:
         if key.endswith("_cmc") or key == "plots":
             continue
         print(f"{key:>26}: {value:.4f}" if isinstance(value, float) else f"{key:>26}: {value}")
-    for name, paths in result.get("plots", {}).items():
-        shown = paths if isinstance(paths, str) else f"{len(paths)} sheets in {paths[0].rsplit('/', 1)[0]}" if paths else "none"
-        print(f"{name:>26}: {shown}")
+    plots = result.get("plots", {})
+    if "cmc" in plots:
+        print(f"{'cmc':>26}: {plots['cmc']}")
+    if "visrank" in plots:
+        sheets = plots["visrank"]
+        print(f"{'visrank':>26}: {len(sheets)} sheets" + (f" in {Path(sheets[0]).parent}" if sheets else ""))
