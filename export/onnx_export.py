@@ -417,5 +417,6 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out: str | os.PathLike, calib_di
     if META_KEY in props:  # keep our metadata (and the source record), marked as INT8
         kept = json.loads(props[META_KEY])
         known = ModelMeta.from_dict(kept)
-        set_onnx_meta(proto, known, **{k: v for k, v in kept.items() if k not in known.to_dict()}, precision="int8")
+        extras = {k: v for k, v in kept.items() if k not in known.to_dict()}
+        set_onnx_meta(proto, known, **{**extras, "precision": "int8"})
     onnx.save(proto, str(out))
