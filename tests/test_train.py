@@ -209,12 +209,12 @@ def test_eval_ids_give_results_best_checkpoint_and_a_threshold_match_accepts(tmp
     picture = cv2.imread(str(out / "results.png"))
     assert picture is not None and picture.shape[0] > 200 and picture.shape[1] > 400
 
-    # best.pt is a model (no training state) from the epoch with the best held-out tracklet mAP, with its
+    # best.pt is a model (no training state) from the epoch with the best held-out image mAP, with its
     # own calibrated threshold; last.pt carries the last epoch's.
     best = torch.load(out / "best.pt", weights_only=True)
     assert "train_state" not in best and summary["best"] == str(out / "best.pt")
     trained = [r for r in rows if int(r["epoch"]) > 0]
-    best_row = max(trained, key=lambda r: float(r["eval_tracklet_mAP"]))  # the first of equals, as training keeps
+    best_row = max(trained, key=lambda r: float(r["eval_image_mAP"]))  # the first of equals, as training keeps
     assert best["meta"]["link_threshold"] == pytest.approx(float(best_row["link_threshold"]))
     last_meta = torch.load(out / "last.pt", weights_only=True)["meta"]
     assert last_meta["link_threshold"] == pytest.approx(float(rows[-1]["link_threshold"]))

@@ -5,7 +5,7 @@ Options come from defaults, then --config FILE.yaml, then the flags given here. 
 state that `--resume` continues from, bit-for-bit. Every epoch also rewrites OUT/results.csv and
 OUT/results.png (loss parts; held-out rank-1 and mAP). With --eval-ids, the link threshold is calibrated
 on those held-out identities after every epoch and stored in the checkpoints, and OUT/best.pt keeps the
-epoch with the best held-out tracklet mAP.
+epoch with the best held-out image mAP.
 """
 
 from __future__ import annotations

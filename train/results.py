@@ -54,8 +54,16 @@ def loss_keys(history: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(keys, key=lambda k: (k != "mean_loss", k))
 
 
-def plot_results(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """A grid of small panels: one per loss part, then held-out rank-1 and mAP when the run evaluated."""
+def best_epoch(history: Sequence[dict[str, Any]], key: str) -> int | None:
+    """The first trained epoch (> 0) with the highest `key`, as training picks best.pt; None without it."""
+    epochs, values = _series([r for r in history if r["epoch"] > 0], key)
+    return epochs[values.index(max(values))] if values else None
+
+
+def plot_results(history: Sequence[dict[str, Any]], path: str | Path, title: str = "",
+                 best_by: str | None = None) -> Path:
+    """A grid of small panels: one per loss part, then held-out rank-1 and mAP when the run evaluated; a
+    dashed line marks the epoch kept as best.pt (the best `best_by`)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -78,15 +86,19 @@ def plot_results(history: Sequence[dict[str, Any]], path: str | Path, title: str
         ax.grid(alpha=0.3)
         if name.startswith("held-out"):
             ax.set_ylim(0, 1.02)
+            best = best_epoch(history, best_by) if best_by else None
+            if best is not None:
+                ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best.pt (epoch {best})")
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def write_results(history: Sequence[dict[str, Any]], out: str | Path, title: str = "") -> tuple[Path, Path]:
+def write_results(history: Sequence[dict[str, Any]], out: str | Path, title: str = "",
+                  best_by: str | None = None) -> tuple[Path, Path]:
     out = Path(out)
-    return write_results_csv(history, out / CSV_NAME), plot_results(history, out / PNG_NAME, title)
+    return write_results_csv(history, out / CSV_NAME), plot_results(history, out / PNG_NAME, title, best_by)
 
 
-__all__ = ["CSV_NAME", "PNG_NAME", "loss_keys", "plot_results", "write_results", "write_results_csv"]
+__all__ = ["CSV_NAME", "PNG_NAME", "best_epoch", "loss_keys", "plot_results", "write_results", "write_results_csv"]
