@@ -78,7 +78,7 @@ def _export_reid_onnx(args: argparse.Namespace) -> dict[str, Any]:
     model, meta = load_source(args.model)
     result = export_onnx(model, meta, args.out, opset=args.opset, parity_crops=args.parity_crops,
                          parity_limit=args.parity_limit, int8_calib=args.calib if args.int8 else None,
-                         calib_limit=args.calib_limit, calib_method=args.calib_method)
+                         calib_limit=args.calib_limit, calib_method=args.calib_method, source=args.model)
     return result.to_dict()
 
 
@@ -97,7 +97,7 @@ def _export_reid_engine(args: argparse.Namespace) -> dict[str, Any]:
         onnx_path = out.with_suffix(".onnx")
         model, meta = load_source(args.model)
         summary["onnx"] = export_onnx(model, meta, onnx_path, opset=args.opset, parity_crops=args.parity_crops,
-                                      parity_limit=args.parity_limit).to_dict()
+                                      parity_limit=args.parity_limit, source=args.model).to_dict()
     sidecar = build_engine(onnx_path, out, precision=_precision(args),
                            batch=(args.batch_min, args.batch_opt, args.batch_max), workspace_mib=args.workspace,
                            calib_dir=args.calib, calib_limit=args.calib_limit, timing_cache=args.timing_cache)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -59,6 +60,8 @@ def test_train_writes_a_checkpoint_that_eval_accepts(tiny_data: Path, tmp_path: 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(np.isfinite(r["mean_loss"]) for r in log)
+    assert (out / "results.csv").is_file() and (out / "results.png").is_file()
+    assert not (out / "best.pt").exists()  # best.pt needs held-out ids to be measured on
     config = (out / "config.yaml").read_text()
     assert "input_size:\n- 64\n- 32" in config  # the YAML value survived, the flags overrode the rest
     assert main(["eval", "--model", str(out / "last.pt"), "--data", f"folder:{tiny_data}", "--json",
@@ -181,3 +184,59 @@ def test_resume_needs_the_same_options_but_not_the_init_file(tiny_data: Path, tm
     capsys.readouterr()
     assert main(_train_args(tiny_data, out, "--resume", "--lr", "0.5")) == 2
     assert "--resume with a different lr" in capsys.readouterr().err
+
+
+def _crops_layout(ids: Path, dst: Path) -> Path:
+    """The identity folder as `tracklink match` crops: DST/<camera>/<pid>/<frame>.png."""
+    for image in ids.glob("*/*.png"):
+        cam = image.stem.split("_")[0]
+        (dst / cam / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (dst / cam / image.parent.name / image.name).write_bytes(image.read_bytes())
+    return dst
+
+
+def test_eval_ids_give_results_best_checkpoint_and_a_threshold_match_accepts(tmp_path: Path, capsys,
+                                                                              caplog) -> None:
+    data = _write_identity_folder(tmp_path / "ids", n_ids=8)
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--ids", "1-6", "--eval-ids", "7-8", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # epoch 0: the held-out starting point
+    assert rows[0]["mean_loss"] == "" and all(float(r["mean_loss"]) > 0 for r in rows[1:])
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("eval_image_rank1", "eval_tracklet_mAP"))
+    picture = cv2.imread(str(out / "results.png"))
+    assert picture is not None and picture.shape[0] > 200 and picture.shape[1] > 400
+
+    # best.pt is a model (no training state) from the epoch with the best held-out image mAP, with its
+    # own calibrated threshold; last.pt carries the last epoch's.
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert "train_state" not in best and summary["best"] == str(out / "best.pt")
+    trained = [r for r in rows if int(r["epoch"]) > 0]
+    best_row = max(trained, key=lambda r: float(r["eval_image_mAP"]))  # the first of equals, as training keeps
+    assert best["meta"]["link_threshold"] == pytest.approx(float(best_row["link_threshold"]))
+    last_meta = torch.load(out / "last.pt", weights_only=True)["meta"]
+    assert last_meta["link_threshold"] == pytest.approx(float(rows[-1]["link_threshold"]))
+    assert -1.0 <= last_meta["link_threshold"] <= 1.0 and summary["link_threshold"] == last_meta["link_threshold"]
+    assert last_meta["classes"] == [f"{i:04d}" for i in range(6)]
+
+    # `match` accepts the fresh model at once: the threshold came with it.
+    crops = _crops_layout(data, tmp_path / "crops")
+    assert main(["match", "--data", str(crops), "--model", str(out / "last.pt"), "--out", str(tmp_path / "links.json"),
+                 "--no-progress"]) == 0
+    links = json.loads((tmp_path / "links.json").read_text())
+    assert len(links) == 16 and all(isinstance(g, int) for g in links.values())
+
+    # calibrate names the training identities it is given, and stays quiet on held-out ones.
+    capsys.readouterr()
+    caplog.clear()
+    assert main(["calibrate", "--model", str(out / "last.pt"), "--data", f"folder:{data}", "--ids", "5-8",
+                 "--no-progress"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 of the 4 calibration identities (0004, 0005)" in m for m in warned), warned
+    assert json.loads(capsys.readouterr().out)["ids_seen_in_training"] == 2
+    caplog.clear()
+    assert main(["calibrate", "--model", str(out / "last.pt"), "--data", f"folder:{data}", "--ids", "7-8",
+                 "--no-progress"]) == 0
+    assert not [r for r in caplog.records if "trained on" in r.getMessage()]

@@ -23,6 +23,7 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Tracklet
+from tracklink.models.linkage import CAMERA_PRIOR, center_by_camera
 
 TransitWindows = Mapping[tuple[str, str], tuple[float, float]]
 
@@ -46,7 +47,7 @@ class LinkConfig:
     # Camera-bias removal (see `center_by_camera`): each camera's mean tracklet feature, shrunk toward the
     # all-camera mean by this many pseudo-tracklets, is subtracted before comparing. None turns it off.
     # Thresholds from `tracklink calibrate` are measured with the default; keep them together.
-    camera_prior: float | None = 5.0
+    camera_prior: float | None = CAMERA_PRIOR
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and -1.0 <= self.threshold <= 1.0):
@@ -116,29 +117,6 @@ def can_join(tracklet: Tracklet, members: Sequence[Tracklet], windows: TransitWi
     if any(tracklet.overlaps(m) for m in members):
         return False
     return transit_ok([*members, tracklet], windows)
-
-
-def center_by_camera(features: np.ndarray, cams: Sequence[str], prior: float | None) -> np.ndarray:
-    """Subtract each camera's mean tracklet feature and re-normalise; `prior` None returns them as given.
-
-    Tracklets of one camera share its light, colour cast and background. On PKU ids 21-40 with OSNet, two
-    different people in one camera (median cosine 0.61) look almost as alike as one person across cameras
-    (0.68); removing the camera mean lifts pairwise linking F1 from 0.44 (uncentred, even at the best
-    threshold) to 0.70 (at a threshold calibrated on other people): bench/linking_pku.py. The mean
-    is over tracklets, not frames, so a person who stays in view does not become the camera's mean. It
-    shrinks toward the all-camera mean by `prior` pseudo-tracklets, and that toward zero, so a camera that
-    has seen one person is not centred on that person.
-    """
-    feats = np.asarray(features, dtype=np.float64)
-    if prior is None or len(feats) == 0:
-        return feats
-    cams = np.asarray(cams)
-    overall = feats.sum(axis=0) / (len(feats) + prior)
-    centred = feats.copy()
-    for cam in np.unique(cams):
-        rows = cams == cam
-        centred[rows] -= (feats[rows].sum(axis=0) + prior * overall) / (rows.sum() + prior)
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 def _centred(tracklets: Sequence[Tracklet], prior: float | None) -> dict[int, np.ndarray]:
