@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -33,11 +33,15 @@ if TYPE_CHECKING:
     from tracklink.app.records import Tracklet
     from tracklink.app.sources import Source, SourceSpec
     from tracklink.app.store import Store
+    from tracklink.app.track import TrackerConfig
     from tracklink.export.runtime import Embedder
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKER = "bytetrack"
+# BoT-SORT with our embeddings, by bench/tracking.py: with YOLOX-nano its best setting beat ByteTrack's best
+# on the tuning sequences (objective -0.017 against -0.069: README, "Tracking defaults"); it is also
+# ultralytics' own default tracker for its YOLO models.
+DEFAULT_TRACKER = "botsort"
 # CPU threads per model; 0 is the runtime's default, one per core. On our 2-core CPU, 480x360 with re-ID:
 # 35 fps with 2 threads against 27 with 1 when the other core was idle; with it busy, the same speed at
 # 1.5x the CPU time. Pass 1 where other work shares the cores.
@@ -58,6 +62,8 @@ class SessionOptions:
     backend: str | None = None
     device: str | None = None
     conf: float | None = None
+    nms_iou: float | None = None
+    tracker_config: str | None = None  # YAML file overriding keys of the tracker's YAML
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
@@ -89,7 +95,13 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="re-ID runtime (default: the fastest present for the model file)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    p.add_argument("--conf", type=float, default=None, help="detector score threshold (default: 0.1)")
+    p.add_argument("--conf", type=float, default=None,
+                   help="detector score threshold (default: measured per detector family; README, Tracking defaults)")
+    p.add_argument("--nms-iou", type=float, default=None,
+                   help="detector NMS IoU (default: measured per detector family; README, Tracking defaults)")
+    p.add_argument("--tracker-config", default=None, metavar="FILE.yaml",
+                   help="override any key of the tracker's YAML (ultralytics' bytetrack.yaml/botsort.yaml keys, "
+                        "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
     add_transit_argument(p)
@@ -151,6 +163,10 @@ def load_models(options: SessionOptions) -> Models:
         reid_path, embedder = _open_reid(options)
     except TracklinkError as exc:
         errors.append(str(exc))
+    try:
+        tracker_config(options)
+    except TracklinkError as exc:
+        errors.append(str(exc))
     if errors:
         raise TracklinkError("\n  ".join(errors))
     check_pooling(options.pooling, embedder)
@@ -161,7 +177,12 @@ def load_models(options: SessionOptions) -> Models:
 def _open_detector(options: SessionOptions):
     from tracklink.app.detect import DetectorConfig, make_detector
 
-    config = DetectorConfig() if options.conf is None else DetectorConfig(conf=options.conf)
+    config = DetectorConfig.for_detector(options.detector)
+    overrides = {k: v for k, v in (("conf", options.conf), ("iou", options.nms_iou)) if v is not None}
+    for name, value in overrides.items():
+        if not 0.0 <= value <= 1.0:
+            raise TracklinkError(f"--{'conf' if name == 'conf' else 'nms-iou'} must be within 0..1, got {value}")
+    config = replace(config, **overrides)
     return make_detector(options.detector, config, options.device, options.threads or None)
 
 
@@ -227,6 +248,9 @@ def camera_fingerprints(options: SessionOptions, specs: Iterable["SourceSpec"], 
     settings = {"detector": options.detector, "detector_file": _file_identity(detector_file)
                 if detector_file.is_file() else None, "conf": options.conf, "reid": sha256_file(models.reid_path),
                 "backend": models.embedder.backend, "tracker": options.tracker, "link_threshold": models.threshold}
+    for key in ("nms_iou", "tracker_config"):  # only when given, so earlier stores stay valid
+        if getattr(options, key) is not None:
+            settings[key] = getattr(options, key) if key == "nms_iou" else sha256_file(Path(options.tracker_config))
     if options.pooling != "mean":  # only then, so stores written before pooling was a choice stay valid
         settings["pooling"] = options.pooling
     return {s.name: fingerprint(settings, source_identity(s)) for s in specs}
@@ -259,10 +283,20 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
 def build_pipeline(sources: Sequence["Source"], models: Models, options: SessionOptions, store: "Store | None",
                    linker: "OnlineLinker | None", fingerprints: dict[str, str]) -> "Pipeline":
     from tracklink.app.pipeline import Pipeline, PipelineConfig
-    from tracklink.app.track import TrackerConfig
 
-    config = PipelineConfig(tracker=TrackerConfig(options.tracker), pooling=models.pooling)
+    config = PipelineConfig(tracker=tracker_config(options), pooling=models.pooling)
     return Pipeline(sources, models.detector, models.embedder, config, store, linker, fingerprints)
+
+
+def tracker_config(options: SessionOptions) -> "TrackerConfig":
+    """--tracker, the detector family's measured defaults, and the keys of --tracker-config over them."""
+    from tracklink.app.track import TrackerConfig, detector_family, load_tracker_yaml
+
+    overrides = load_tracker_yaml(options.tracker_config) if options.tracker_config else {}
+    kind = overrides.pop("tracker_type", None) or options.tracker
+    config = TrackerConfig(kind, overrides, family=detector_family(options.detector))
+    config.args()  # unknown keys and trackers fail here, before any video opens
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- crops
@@ -296,4 +330,4 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
 __all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
            "add_embedder_arguments", "add_session_arguments", "add_transit_argument", "build_pipeline",
            "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models", "open_gallery",
-           "runtime_options", "source_identity"]
+           "runtime_options", "source_identity", "tracker_config"]
