@@ -14,7 +14,7 @@ import sys
 
 # Flags whose value, when given, overrides the remembered setting of the same name.
 _OVERRIDES = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
-              "pooling")
+              "pooling", "nms_iou", "tracker_config")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
