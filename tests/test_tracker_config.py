@@ -52,7 +52,7 @@ def test_bad_file_is_one_clear_error(tmp_path: Path, text: str, message: str) ->
 def test_detector_defaults_per_family() -> None:
     assert DetectorConfig.for_detector("yolox:models/yolox_nano.onnx") == YOLOX_DEFAULTS
     assert DetectorConfig.for_detector("yolo11n.pt") == DetectorConfig()
-    assert DetectorConfig.for_detector(None) == DetectorConfig()
+    assert DetectorConfig.for_detector(None) == YOLOX_DEFAULTS  # the default detector is the packaged YOLOX-nano
 
 
 @pytest.mark.assets
