@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import configparser
 import logging
+import os
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -26,18 +29,55 @@ from tracklink.utils.suffixes import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
+# FFmpeg's own log (read once, when OpenCV first opens something with FFmpeg) can quote stream addresses;
+# errors reach users through our redacted messages instead. Set it to debug a camera (e.g. 32, "info").
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0  # for a recording that does not say its rate; logged when used
 
-# Up to the last "@" before the path: a password may itself hold an unencoded "@" (FFmpeg accepts that).
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:user|username|password|pass|pwd|token|auth)=)[^&#\s]*", re.IGNORECASE)
+# Up to the last "@" of the URL: a password may itself hold an unencoded "@" or "/" (FFmpeg accepts an "@").
+# Hiding a host along with it (an "@" in a path or query) is the safe way to be wrong.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s]*@")
+_QUERY_PARAM = re.compile(r"(?P<key>[?&;][^=&;#\s?]+=)(?P<value>[^&;#\s'\"]*)")
+_SECRET_KEY = re.compile(r"token|key|pass|pwd|secret|sig|auth|cred|session|user|login|jwt|otp", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def redact(text: str) -> str:
-    """Hide `user:pass@` in URLs: camera passwords must never reach logs, the store or error messages."""
-    return _SECRET_QUERY.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", str(text)))
+    """Hide `user:pass@` and secret-looking query values (token, apikey, signature...) in URLs: camera
+    credentials must never reach logs, the store or error messages."""
+    def hide_secret(m: re.Match) -> str:
+        key = unquote(m.group("key"))
+        return m.group("key") + ("***" if _SECRET_KEY.search(key) and m.group("value") else m.group("value"))
+
+    return _QUERY_PARAM.sub(hide_secret, _CREDENTIALS.sub(r"\g<scheme>***@", str(text)))
+
+
+_opencv_quiet_lock = threading.Lock()
+_opencv_quiet_users = 0
+_opencv_saved_level: int | None = None
+
+
+@contextmanager
+def quiet_opencv():
+    """Silence OpenCV's own log (process-wide, so counted across threads) while it handles a stream URL:
+    its messages quote the URL verbatim, and we cannot redact what it prints itself."""
+    import cv2
+
+    global _opencv_quiet_users, _opencv_saved_level
+    with _opencv_quiet_lock:
+        if _opencv_quiet_users == 0:
+            _opencv_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _opencv_quiet_users += 1
+    try:
+        yield
+    finally:
+        with _opencv_quiet_lock:
+            _opencv_quiet_users -= 1
+            if _opencv_quiet_users == 0 and _opencv_saved_level is not None:
+                cv2.utils.logging.setLogLevel(_opencv_saved_level)
 
 
 # ---------------------------------------------------------------------------------------------- specs
@@ -347,7 +387,10 @@ class LiveSource(Source):
             return cv2.VideoCapture(int(target))
         ms = int(self.backoff.open_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+        # FFmpeg only: with CAP_ANY a failed open falls through to OpenCV's image-sequence reader, which
+        # takes a "%" in the URL for a pattern and prints the whole URL, password included, to stderr.
+        with quiet_opencv():
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
 
     def _run(self) -> None:
         import cv2

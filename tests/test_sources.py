@@ -4,6 +4,8 @@ live source that reconnects (a file replayed as a stream) or cannot connect (a d
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,3 +161,32 @@ def test_redact_hides_passwords_with_at_signs_and_query_secrets() -> None:
     assert redact("cannot open rtsp://admin:p@ss@10.0.0.5/live") == "cannot open rtsp://***@10.0.0.5/live"
     assert "s3cret" not in redact("http://cam.local/video.mjpg?user=admin&pwd=s3cret&res=hd")
     assert redact("http://cam.local/video.mjpg?res=hd") == "http://cam.local/video.mjpg?res=hd"
+
+
+def test_stream_passwords_never_reach_stderr(tmp_path: Path):
+    """A dead stream whose password holds an escaped character and whose query holds a token: nothing below
+    us (OpenCV's image-sequence fallback, FFmpeg) may print the URL. A fresh process, so that stderr is
+    exactly what a user would see."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "from tracklink.app.sources import Backoff, LiveSource, parse_source\n"
+        "s = LiveSource(parse_source(sys.argv[1]), Backoff(initial=0.01, attempts=2, open_timeout_s=2))\n"
+        "s.open(); s._thread.join(30); print('state', s.status.state, file=sys.stderr)\n")
+    for url in ("rtsp://user:pa%40ss@127.0.0.1:9/stream?token=T0KEN", "http://user:pa%40ss@127.0.0.1:9/x?apikey=T0KEN"):
+        done = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=120)
+        err = done.stdout + done.stderr
+        assert "state error" in err, err[-2000:]
+        assert "pa%40ss" not in err and "T0KEN" not in err, err[-2000:]
+        assert "127.0.0.1" in err  # the camera is still identifiable
+
+
+def test_redact_hides_raw_slashes_and_secret_query_values() -> None:
+    assert redact("rtsp://user:pa/ss@127.0.0.1:9/stream") == "rtsp://***@127.0.0.1:9/stream"
+    assert redact("rtsp://u:a/b@c@host/live") == "rtsp://***@host/live"
+    hidden = redact("https://cam/x.mjpg?apikey=K1&access_token=K2&X-Amz-Signature=K3&secret=K4&auth=K5&"
+                    "password=K6&pass=K7&api%5Fkey=K8&res=hd")
+    assert not any(f"K{i}" in hidden for i in range(1, 9)), hidden
+    assert hidden.endswith("&res=hd")
+    spec = parse_source("rtsp://user:pa/ss@127.0.0.1:9/stream?apikey=K1")
+    assert "pa/ss" not in spec.display and "K1" not in spec.display and "pa" not in spec.name
