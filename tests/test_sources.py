@@ -190,3 +190,46 @@ def test_redact_hides_raw_slashes_and_secret_query_values() -> None:
     assert hidden.endswith("&res=hd")
     spec = parse_source("rtsp://user:pa/ss@127.0.0.1:9/stream?apikey=K1")
     assert "pa/ss" not in spec.display and "K1" not in spec.display and "pa" not in spec.name
+
+
+def _noise_video(path: Path, fourcc: str, frames: int = 60) -> Path:
+    """Frames that compress badly (so 64 KiB is a stretch of frames, not the whole file), each one distinct."""
+    rng = np.random.default_rng(7)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (320, 240))
+    for k in range(frames):
+        image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        cv2.putText(image, str(k), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_damaged_stretch_is_skipped_and_counted(tmp_path: Path):
+    """64 KiB of random bytes in the middle of an mp4: the frames after the damage are still read, at their
+    true file time, and the lost ones are counted."""
+    path = _noise_video(tmp_path / "clip.mp4", "mp4v")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 65536] = np.random.default_rng(1).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    source = make_source(str(path))
+    source.open()
+    frames = list(source)
+    indices = [f.index for f in frames]
+    assert source.status.state == "ended", source.status
+    assert indices[-1] >= 59, f"reading stopped at frame {indices[-1]} of 60"
+    assert source.skipped_frames > 0 and len(frames) + source.skipped_frames == indices[-1]
+    assert all(b > a for a, b in zip(indices, indices[1:]))
+    assert all(abs(f.timestamp - (f.index - 1) / 10.0) < 1e-9 for f in frames)
+
+
+def test_recording_that_ends_early_is_an_error(tmp_path: Path):
+    """An AVI cut in half ends long before its stated length: an error (so a re-run retries it), not an end."""
+    path = _noise_video(tmp_path / "clip.avi", "MJPG")
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    source = make_source(str(path))
+    source.open()
+    frames = list(source)
+    assert 0 < len(frames) < 60
+    assert source.status.state == "error" and "truncated or damaged" in source.status.reason
