@@ -56,6 +56,10 @@ class Detector(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
+class NotYoloxError(TracklinkError):
+    """A loadable model whose input or output is not YOLOX's: it may still be an ultralytics export."""
+
+
 class YoloxDetector:
     """YOLOX with raw grid outputs (xy offsets, log wh, sigmoid obj and class scores).
 
@@ -81,10 +85,10 @@ class YoloxDetector:
             from tracklink.export.ort_session import open_session
 
             session = open_session(self.path, device=device, intra_op_threads=threads,
-                                   hint="is it a YOLOX ONNX export?")
+                                   hint="the file may be truncated or not an ONNX model")
             inp = session.get_inputs()[0]
             if len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[2:]):
-                raise TracklinkError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
+                raise NotYoloxError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
             self.input_size = (int(inp.shape[2]), int(inp.shape[3]))
             self._run = lambda blob: session.run(None, {inp.name: blob})[0]
             anchors = session.get_outputs()[0].shape
@@ -92,8 +96,8 @@ class YoloxDetector:
         self._grid, self._stride = self._make_grid(*self.input_size)
         if anchors is not None and (len(anchors) != 3
                                     or (isinstance(anchors[1], int) and anchors[1] != len(self._grid))):
-            raise TracklinkError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
-                                 f"({len(self._grid)} anchors expected); export it without decode_in_inference")
+            raise NotYoloxError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
+                                f"({len(self._grid)} anchors expected); export it without decode_in_inference")
 
     @staticmethod
     def _make_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +217,30 @@ def make_detector(spec: str | None = None, config: DetectorConfig = DetectorConf
     if spec.lower().startswith("yolox:"):
         path = spec.split(":", 1)[1]
         return YoloxDetector(path, config, device, threads)
-    return UltralyticsDetector(spec, config, device, trust_pickle=trust_pickle)
+    if Path(spec).suffix.lower() == ".onnx" and Path(spec).is_file():
+        try:
+            detector = YoloxDetector(spec, config, device, threads)
+        except NotYoloxError:
+            pass  # an ultralytics export, checked below
+        else:
+            log.warning("%s has a raw YOLOX grid output: running it as YOLOX (write --detector yolox:%s to say so)",
+                        spec, spec)
+            return detector
+    return probe_detector(UltralyticsDetector(spec, config, device, trust_pickle=trust_pickle), spec)
+
+
+def probe_detector(detector: Detector, spec: str) -> Detector:
+    """Run one blank image through a freshly loaded detector: ultralytics loads lazily, so a model that
+    cannot detect would otherwise fail at the first frame, after the videos were opened."""
+    try:
+        out = detector([np.zeros((64, 64, 3), np.uint8)])
+    except Exception as exc:  # ultralytics raises plain exceptions for a wrong model, shape or runtime
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TracklinkError(f"detector {spec} fails on an image ({type(exc).__name__}: {first}); give an "
+                             "ultralytics detection model, or yolox:PATH for a YOLOX ONNX") from None
+    if len(out) != 1 or not isinstance(out[0], Detections):
+        raise TracklinkError(f"detector {spec} returned {len(out)} results for one image; is it a detection model?")
+    return detector
 
 
 __all__ = ["Detector", "DetectorConfig", "YOLOX_DEFAULTS", "UltralyticsDetector", "YoloxDetector",
