@@ -382,6 +382,9 @@ class Backoff:
     maximum: float = 30.0
     attempts: int | None = None
     open_timeout_s: float = 10.0  # FFmpeg's own default can block for far longer on a dead host
+    # A camera down for hours retries thousands of times: one log line per retry at most this often (the
+    # first retry is always logged, and each line counts the attempts since the previous one).
+    log_interval_s: float = 60.0
 
     def delays(self):
         delay, n = self.initial, 0
@@ -405,6 +408,8 @@ class LiveSource(Source):
         self.dropped = 0  # frames overwritten before the pipeline took them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_retry_log: float | None = None
+        self._retries_unlogged = 0
 
     def open(self) -> None:
         """Start the reader thread; a camera that is down now is retried, not an error."""
@@ -430,6 +435,7 @@ class LiveSource(Source):
         import cv2
 
         delays = self.backoff.delays()
+        attempt = 0  # failed connection attempts in a row
         while not self._stop.is_set():
             cap = self._capture()
             got_frame = False
@@ -454,17 +460,36 @@ class LiveSource(Source):
                 cap.release()
             if self._stop.is_set():
                 break
+            attempt = 0 if got_frame else attempt + 1
             delay = next(delays, None)
             what = "stream dropped" if got_frame else f"cannot open {self.spec.display}"
             if delay is None:
                 self._set_status("error", f"{what}; gave up after {self.backoff.attempts} attempts")
                 break
+            announced = self.status.state != "reconnecting"  # a change of state is logged by _set_status
             self._set_status("reconnecting", f"{what}; retrying in {delay:.1f}s")
+            self._log_retry(what, attempt, delay, announced)
             self._stop.wait(delay)
         with self._cond:
             if not self.status.finished:
-                self._set_status("ended")
+                if self._index == 0:  # stopped before the first frame: 0 frames is not a result
+                    self._set_status("error", f"never connected to {self.spec.display}")
+                else:
+                    self._set_status("ended")
             self._cond.notify_all()
+
+    def _log_retry(self, what: str, attempt: int, delay: float, announced: bool) -> None:
+        """A line per retry, not only per change of state, at most one per backoff.log_interval_s."""
+        now = time.monotonic()
+        self._retries_unlogged += 1
+        if announced:
+            self._last_retry_log, self._retries_unlogged = now, 0
+            return
+        if self._last_retry_log is not None and now - self._last_retry_log < self.backoff.log_interval_s:
+            return
+        log.warning("%s: %s; attempt %d failed (%d since the last line), retrying in %.1fs", self.name, what,
+                    max(attempt, 1), self._retries_unlogged, delay)
+        self._last_retry_log, self._retries_unlogged = now, 0
 
     def read(self, timeout: float = 0.0) -> Frame | None:
         """The newest frame not yet handed out, waiting up to `timeout` seconds for one."""
@@ -479,11 +504,14 @@ class LiveSource(Source):
             return self._latest
 
     def close(self) -> None:
+        """Stop reading. A camera that never delivered a frame ends as an error: 0 frames is not a result."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self.backoff.open_timeout_s + 1)
+        if self._index == 0 and not self.status.finished:  # the thread is still stuck in its first open
+            self._set_status("error", f"never connected to {self.spec.display}")
         super().close()
 
 

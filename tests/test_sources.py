@@ -233,3 +233,43 @@ def test_recording_that_ends_early_is_an_error(tmp_path: Path):
     frames = list(source)
     assert 0 < len(frames) < 60
     assert source.status.state == "error" and "truncated or damaged" in source.status.reason
+
+
+def test_every_reconnect_attempt_is_logged_at_a_bounded_rate(caplog):
+    """Retries after the first change of state are logged too: each one when the interval allows it, and
+    with a long interval only the first (no flood from a camera that is down for hours)."""
+    caplog.set_level(logging.WARNING, logger="tracklink")
+    for interval, expected in ((None, 1), (0.0, 5)):  # 5 retries, then it gives up; None: the default interval
+        caplog.clear()
+        rate = {} if interval is None else {"log_interval_s": interval}
+        dead = LiveSource(parse_source("rtsp://admin:hunter2@127.0.0.1:9/stream"),
+                          Backoff(initial=0.01, maximum=0.01, attempts=5, open_timeout_s=1.0, **rate))
+        dead.open()
+        dead._thread.join(60)
+        retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        assert len(retries) == expected, retries
+        assert dead.status.state == "error" and "hunter2" not in caplog.text
+        dead.close()
+
+
+def test_live_camera_that_never_connected_is_an_error(caplog):
+    """Stopped (Ctrl-C, end of run) before its first frame: 0 frames is not a finished camera."""
+    dead = LiveSource(parse_source("cam=rtsp://127.0.0.1:9/stream"), Backoff(initial=0.01, maximum=0.05,
+                                                                             open_timeout_s=1.0))
+    dead.open()
+    while dead.status.reason == "connecting":  # one connection attempt failed, retries go on
+        time.sleep(0.01)
+    dead.close()
+    assert dead.status.state == "error" and "never connected" in dead.status.reason, dead.status
+
+
+def test_skipped_dot_folders_are_reported(tmp_path: Path, caplog):
+    from tracklink.app.match import read_crop_layout
+
+    for cam, trk in (("cam1", "t1"), ("cam1", ".t2"), (".cam2", "t1")):
+        (tmp_path / cam / trk).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / cam / trk / "0.png"), np.zeros((8, 4, 3), np.uint8))
+    caplog.set_level(logging.WARNING, logger="tracklink")
+    layout = read_crop_layout(tmp_path)
+    assert [(c, t) for c, t, _ in layout] == [("cam1", "t1")]
+    assert "skipped 2 folder(s)" in caplog.text and ".cam2" in caplog.text and ".t2" in caplog.text
