@@ -134,8 +134,9 @@ def test_planted_default_detector_in_the_working_directory_never_loads(evil, cli
     assert not marker.exists()
 
 
-def test_trusted_pickle_is_loaded_only_with_the_flag(tmp_path: Path):
-    """--trust-pickle is a real opt-in: the same local ultralytics .pt loads with it and not without."""
+def test_trusted_pickle_is_loaded_only_with_the_flag(tmp_path: Path, clip: Path, capsys):
+    """--trust-pickle is a real opt-in: the same local ultralytics .pt loads with it and not without, in the
+    API and in `batch` (whose error then names only the missing re-ID model)."""
     from ultralytics import YOLO
 
     from tracklink import TracklinkError
@@ -146,6 +147,12 @@ def test_trusted_pickle_is_loaded_only_with_the_flag(tmp_path: Path):
     with pytest.raises(TracklinkError, match="--trust-pickle"):
         make_detector(str(path))
     assert make_detector(str(path), trust_pickle=True)([np.zeros((64, 64, 3), np.uint8)])[0].xyxy.shape[1] == 4
+    argv = ["batch", str(clip), "--detector", str(path), "--reid", str(tmp_path / "absent.onnx"), "--out",
+            str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2 and "--trust-pickle" in capsys.readouterr().err
+    assert main([*argv, "--trust-pickle"]) == 2
+    err = capsys.readouterr().err
+    assert "absent.onnx" in err and "tiny.pt" not in err, err
 
 
 def test_published_detector_is_checked_against_its_sha256(tmp_path: Path, monkeypatch):
