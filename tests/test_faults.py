@@ -255,3 +255,31 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path, mot17_dir: Path, yolo
     assert summary["cameras"]["dead"]["status"] == "error" and "never connected" in summary["cameras"]["dead"]["error"]
     assert _camera_status(out / "tracklink.db", "dead") == "error"
     assert "Traceback" not in err
+
+
+def test_disk_filling_mid_run_keeps_the_store(tmp_path: Path, mot17_dir: Path, yolox_onnx: Path, osnet_onnx: Path):
+    """The disk fills while a 400-frame camera is processed (about 400 KiB left: the start of the run fits,
+    its rows do not): one line with the cause, the store passes SQLite's integrity check, and the same
+    command with space again finishes the camera."""
+    _own_mount_namespace()
+    clip = _clip(mot17_dir, tmp_path / "long.avi", 400)
+    models = " ".join(_models(yolox_onnx, osnet_onnx))
+    check = f"{sys.executable} -c \"import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])\""
+    _tracklink_in_tmpfs(f"""
+        dd if=/dev/zero of=$MNT/filler bs=1k count=3700 2>/dev/null
+        $TL batch {clip} --out $MNT/out {models} 2>$RES/err1; echo $? > $RES/rc1
+        ls -a $MNT/out > $RES/ls1
+        rm $MNT/filler
+        {check} $MNT/out/tracklink.db > $RES/integrity
+        $TL batch {clip} --out $MNT/out {models} 2>$RES/err2; echo $? > $RES/rc2
+        cp $MNT/out/summary.json $RES/summary.json
+        true""", tmp_path)
+    read = lambda name: (tmp_path / name).read_text()  # noqa: E731
+    assert read("rc1").strip() == "2", read("err1")[-2000:]
+    errors = [line for line in read("err1").splitlines() if "error:" in line]
+    assert len(errors) == 1 and "disk is full" in errors[0] and "run the same command again" in errors[0], errors
+    assert "Traceback" not in read("err1") and not [n for n in read("ls1").split() if n.endswith(".tmp")]
+    assert read("integrity").strip() == "ok"
+    assert read("rc2").strip() == "0", read("err2")[-2000:]
+    summary = json.loads(read("summary.json"))
+    assert summary["status"] == "done" and summary["cameras"]["long"]["frames"] == 400
