@@ -139,6 +139,7 @@ def test_onnx_init_leaves_every_thread_flushing_denormals(tmp_path: Path, osnet_
     data = _write_identity_folder(tmp_path / "ids", n_ids=6)
     script = (
         "import sys, torch\n"
+        "torch.set_num_threads(max(2, torch.get_num_threads()))  # a pool with workers, even on one core\n"
         "from tracklink.train.config import TrainConfig\n"
         "from tracklink.train.engine import Trainer\n"
         "cfg = TrainConfig(data=sys.argv[1], init=sys.argv[2], out=sys.argv[3], device='cpu', workers=0, p=3)\n"
@@ -147,8 +148,9 @@ def test_onnx_init_leaves_every_thread_flushing_denormals(tmp_path: Path, osnet_
         "product = torch.full((1 << 22,), 1e-30) * 1e-10  # split across the thread pool\n"
         "model = sum(tiny(v) for v in t.model.state_dict().values() if v.is_floating_point())\n"
         "print(tiny(product), model, torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # ultralytics' import sets it to 1
     done = subprocess.run([sys.executable, "-c", script, f"folder:{data}", str(osnet_onnx), str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     underflowed, in_model, threads = map(int, done.stdout.split())
     assert underflowed == 0, f"{underflowed} denormal results: some of {threads} threads do not flush"
