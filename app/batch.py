@@ -7,7 +7,8 @@ names another store, e.g. one PostgreSQL database shared by many machines), summ
 same settings resumes: cameras already done are skipped and the others are redone. Global ids are revised
 at the end by clustering the tracklets of every finished camera in the store at once, this run's and any
 other's. Exit code 1 when some camera failed (the others' outputs are complete); Ctrl-C (how a run over
-live cameras ends) finishes the live cameras, writes the outputs and exits 130.
+live cameras ends) or SIGTERM finishes the live cameras, writes the outputs and exits 130. While a run is
+going, summary.json says "running" and the files of the cameras it redoes are gone.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from tracklink.app.session import SessionOptions, add_session_arguments, add_store_argument
 
@@ -94,33 +98,59 @@ class _Run:
 
 def run_batch(options: BatchOptions) -> dict:
     """The batch job; returns the summary it also writes to OUT/summary.json."""
+    from tracklink.app import output_folder
     from tracklink.app.session import camera_fingerprints, load_models
     from tracklink.app.sources import parse_sources
     from tracklink.app.store import LINK_THRESHOLD_KEY
 
     specs = parse_sources(options.sources)  # names and paths only: nothing is opened yet
+    out = Path(options.out)
+    output_folder.check_output_names(specs, out)
     if options.show:
         _check_display()
     models = load_models(options)
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = _open_store(options.db or out / "tracklink.db", options.fresh)
-    store.set_meta(LINK_THRESHOLD_KEY, str(models.threshold))  # what `tracklink link` re-links with later
-    store.commit()
-    prints = camera_fingerprints(options, specs, models)
-    skipped = [] if options.fresh else _finished_cameras(store, specs, prints)
-    run = _Run(options, specs, models, out, store, prints, skipped)
-    started = time.monotonic()
-    pipeline, raw = _process(run)
-    # Over every camera in the store, not only this run's: runs into one store agree on who is who.
-    tracklets, mapping = revise_identities(store, [c.name for c in store.cameras()], models.link)
-    if options.save_video:
-        from tracklink.app.annotate import write_annotated_videos
+    output_folder.prepare(out)
+    with output_folder.write_errors(out):
+        store = _open_store(options.db or out / "tracklink.db", options.fresh)
+        store.set_meta(LINK_THRESHOLD_KEY, str(models.threshold))  # what `tracklink link` re-links with later
+        store.commit()
+        prints = camera_fingerprints(options, specs, models)
+        skipped = [] if options.fresh else _finished_cameras(store, specs, prints)
+        run = _Run(options, specs, models, out, store, prints, skipped)
+        output_folder.retract(out, [s.name for s in specs if s.name not in run.skipped])
+        started = time.monotonic()
+        with _sigterm_as_interrupt():
+            pipeline, raw = _process(run)
+        # Over every camera in the store, not only this run's: runs into one store agree on who is who.
+        tracklets, mapping = revise_identities(store, [c.name for c in store.cameras()], models.link)
+        if options.save_video:
+            from tracklink.app.annotate import write_annotated_videos
 
-        run.videos = write_annotated_videos(store, specs, out, raw)
-    summary = _summary(run, pipeline, tracklets, mapping, time.monotonic() - started)
-    store.close()
+            run.videos = write_annotated_videos(store, specs, out, raw)
+        summary = _summary(run, pipeline, tracklets, mapping, time.monotonic() - started)
+        store.close()
     return summary
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (how systemd, docker and Kubernetes stop a process) ends a run as Ctrl-C does: live cameras
+    finish, recordings stay to resume, the outputs and summary are written. A second one is ignored while
+    that happens (a supervisor sends SIGKILL when it runs out of patience)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.warning("SIGTERM: stopping as on Ctrl-C")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_display() -> None:
@@ -165,9 +195,9 @@ def _process(run: _Run) -> tuple["Pipeline", dict[str, Path]]:
     window = LiveWindows() if run.options.show else None
     bars = ProgressBars()
     try:
-        pipeline.open()
-        bars.open([s for s in pipeline.sources if s.name in pipeline.active], run.options.progress)
-        try:
+        try:  # opening is inside: a stop that comes while the cameras open is a stop like any other
+            pipeline.open()
+            bars.open([s for s in pipeline.sources if s.name in pipeline.active], run.options.progress)
             for step in pipeline:
                 for cam in step.cameras:
                     bars.advance(cam.frame.camera)
@@ -239,12 +269,15 @@ def _identities(tracklets):
 def _camera_results(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"]) -> dict[str, dict]:
     """Each camera's outcome; done cameras get their MOT files, the others lose stale ones."""
     cameras = {}
+    sources = {s.name: s for s in pipeline.sources}
     for name in [s.name for s in run.specs]:
         rec = run.store.camera(name)
         if rec is not None and rec.status == "done":
             rows = write_mot(run.store, name, run.out)
             cameras[name] = {"status": "skipped" if name in run.skipped else "done", "frames": rec.frames,
                              "rows": rows, "tracklets": sum(t.camera == name for t in tracklets)}
+            if getattr(sources.get(name), "skipped_frames", 0):  # a damaged stretch it stepped over
+                cameras[name]["undecodable_frames"] = sources[name].skipped_frames
             continue
         for stale in (run.out / f"{name}.txt", run.out / f"{name}.global.txt"):  # not these results
             stale.unlink(missing_ok=True)
@@ -258,6 +291,7 @@ def _camera_results(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"]
 
 def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mapping: dict[str, int],
              seconds: float) -> dict:
+    from tracklink.app.output_folder import SUMMARY
     from tracklink.utils.files import atomic_write
 
     cameras = _camera_results(run, pipeline, tracklets)
@@ -265,7 +299,9 @@ def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mappi
     cameras_of: dict[int, set[str]] = {}
     for t in tracklets:
         cameras_of.setdefault(mapping[t.key], set()).add(t.camera)
+    errors = {name: c["error"] for name, c in cameras.items() if c["status"] == "error"}
     summary = {
+        "status": "interrupted" if run.interrupted else "error" if errors else "done",
         "out": str(run.out),
         "wall_s": round(seconds, 2),
         "cameras": cameras,
@@ -276,7 +312,7 @@ def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mappi
         "tracklets": len(tracklets),
         "identities": len(set(mapping.values())),
         "cross_camera_identities": sum(len(c) > 1 for c in cameras_of.values()),
-        "errors": {name: c["error"] for name, c in cameras.items() if c["status"] == "error"},
+        "errors": errors,
         "interrupted": run.interrupted,
         "detector": models.detector_spec,
         "reid": str(models.reid_path),
@@ -287,7 +323,7 @@ def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mappi
         "transit": options.transit,
         "videos": {name: str(path) for name, path in run.videos.items()},
     }
-    atomic_write(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(run.out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

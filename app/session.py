@@ -69,6 +69,8 @@ class SessionOptions:
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
+    # Allow a pickled detector (.pt) from a path: loading one runs the code it holds. Never remembered.
+    trust_pickle: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -101,6 +103,10 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                         "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled ultralytics .pt from a path as --detector: loading a pickle runs any code "
+                        "it holds, so only for files you trust (the published yolo11n.pt is checked by sha256 "
+                        "and needs no flag; ONNX and engines never do)")
     add_transit_argument(p)
     p.add_argument("--pooling", choices=POOLINGS, default=None if remembered else "mean",
                    help="tracklet feature from its frame embeddings: mean, max, or caa (class-aware attention; "
@@ -194,7 +200,8 @@ def _open_detector(options: SessionOptions) -> tuple[str, Any, Any]:
         if not 0.0 <= value <= 1.0:
             raise TracklinkError(f"--{'conf' if name == 'conf' else 'nms-iou'} must be within 0..1, got {value}")
     config = replace(config, **overrides)
-    return spec, config, make_detector(spec, config, options.device, options.threads or None)
+    return spec, config, make_detector(spec, config, options.device, options.threads or None,
+                                       trust_pickle=options.trust_pickle)
 
 
 def _open_reid(options: SessionOptions) -> tuple[Path, "Embedder"]:

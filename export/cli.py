@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity-limit", type=int, default=256, help="at most this many parity crops")
     p.add_argument("--imgsz", type=int, default=640, help="ultralytics detector input size")
     p.add_argument("--dynamic", action="store_true", help="ultralytics detector: dynamic input shape")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled ultralytics .pt from a path as --detector (loading a pickle runs its code); "
+                        "the published yolo11n.pt needs no flag: it is checked against its sha256")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,9 +123,21 @@ def _export_detector(args: argparse.Namespace) -> dict[str, Any]:
     family, sep, rest = args.detector.partition(":")
     if sep and family.lower() == "yolox":
         return _export_yolox(args, Path(rest))
+    from tracklink.models.checkpoint import untrusted_pickle_error
+    from tracklink.models.weights import DETECTORS, fetch_detector
+
+    if args.detector in DETECTORS:  # the published file, checksum-verified; never a same-named local file
+        path = fetch_detector(args.detector)
+        if not args.out:
+            args.out = str(Path(args.detector).with_suffix(".onnx" if args.format == "onnx" else ".engine"))
+        return _export_ultralytics(args, path)
     path = Path(args.detector)
     if path.suffix.lower() != ".pt":
         raise TracklinkError(f"--detector {args.detector}: give an ultralytics .pt, or yolox:PATH.onnx for YOLOX")
+    if not path.is_file():
+        raise TracklinkError(f"detector weights not found: {path}")
+    if not args.trust_pickle:
+        raise untrusted_pickle_error(path)
     return _export_ultralytics(args, path)
 
 

@@ -90,6 +90,17 @@ DETECTORS: dict[str, WeightsEntry] = {
         provenance="YOLOX-Nano ONNX from GitHub Bigisland1729/object-detection-models @7f3f2fa (Megvii YOLOX)",
         licence="Apache-2.0",
     ),
+    # ultralytics' own release, by name (`--detector yolo11n.pt`). A .pt is a pickle, which runs code when
+    # loaded: this checksum is what makes it safe, and a same-named file anywhere else is never used.
+    "yolo11n.pt": WeightsEntry(
+        name="yolo11n.pt",
+        filename="yolo11n.pt",
+        url="https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11n.pt",
+        sha256="0ebbc80d4a7680d14987a577cd21342b65ecfd94632bd9a8da63ae6417644ee1",
+        link_threshold=None,
+        provenance="ultralytics YOLO11n (COCO), release v8.3.0",
+        licence="AGPL-3.0 (ultralytics)",
+    ),
 }
 
 
@@ -127,7 +138,28 @@ def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
             from None
     if entry.packaged:
         return packaged(entry)
-    path = cache_dir() / entry.filename
+    hint = (f"Pass a local model with {offline_hint}, e.g. `{offline_hint} path/to/{entry.filename}` (ONNX) or a "
+            "tracklink checkpoint (.pt)")
+    return fetch_verified(entry, cache_dir() / entry.filename, f"the re-ID model {name}", hint)
+
+
+def fetch_detector(name: str, *, offline_hint: str = "--detector") -> Path:
+    """The verified file of a detector name: packaged, or published and cached (never a same-named file
+    elsewhere, such as one planted in the working directory)."""
+    try:
+        entry = DETECTORS[name]
+    except KeyError:
+        raise TracklinkError(f"unknown detector name {name!r}; known: {', '.join(DETECTORS)}, or pass a file path") \
+            from None
+    if entry.packaged:
+        return packaged(entry)
+    hint = (f"Pass a local model with {offline_hint}, e.g. `{offline_hint} yolox:path/to/yolox_nano.onnx`, or leave "
+            f"{offline_hint} out for the packaged YOLOX-nano")
+    return fetch_verified(entry, cache_dir() / "ultralytics" / entry.filename, f"the detector {name}", hint)
+
+
+def fetch_verified(entry: WeightsEntry, path: Path, what: str, hint: str) -> Path:
+    """`path` if its checksum is the entry's, else downloaded from its URL (a partial download is never kept)."""
     if path.is_file():
         if sha256_file(path) == entry.sha256:
             return path
@@ -140,14 +172,11 @@ def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
                     out.write(block)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise TracklinkError(
-                f"cannot download the re-ID model {name} ({reason}); this machine may be offline. Pass a local "
-                f"model with {offline_hint}, e.g. `{offline_hint} path/to/{entry.filename}` (ONNX) or a tracklink "
-                "checkpoint (.pt)") from None
+            raise TracklinkError(f"cannot download {what} ({reason}); this machine may be offline. {hint}") from None
         digest = sha256_file(tmp)
         if digest != entry.sha256:
-            raise TracklinkError(f"downloaded {entry.url} has sha256 {digest}, expected {entry.sha256}; "
-                                 f"refusing to use it. Pass a local model with {offline_hint}")
+            raise TracklinkError(f"downloaded {entry.url} has sha256 {digest}, expected {entry.sha256}; refusing to "
+                                 f"use it. {hint}")
     return path
 
 
@@ -164,4 +193,4 @@ def resolve_reid(spec: str | None) -> Path:
 
 
 __all__ = ["ASSETS", "CATALOGUE", "DEFAULT_DETECTOR", "DEFAULT_REID", "DETECTORS", "WeightsEntry", "default_detector",
-           "fetch", "identify", "packaged", "resolve_reid"]
+           "fetch", "fetch_detector", "fetch_verified", "identify", "packaged", "resolve_reid"]

@@ -126,6 +126,43 @@ def test_kill_mid_epoch_and_resume_is_bit_for_bit(tmp_path: Path) -> None:
     assert [r["loss"] for r in lines] == [r["loss"] for r in ref_lines]
     ref, res = _state(reference / "last.pt"), _state(killed / "last.pt")
     assert all(torch.equal(ref[k], res[k]) for k in ref)
+    assert not list(killed.glob("*.tmp")), "a checkpoint write cut off by the kill left its temp file"
+
+
+def test_onnx_init_leaves_every_thread_flushing_denormals(tmp_path: Path, osnet_onnx: Path) -> None:
+    """Resume is bit-for-bit only if every thread of every run rounds alike. An --init from an ONNX
+    re-estimates BN statistics before training; that work started the CPU thread pool before denormal
+    flushing (a per-thread mode that new threads inherit) was set, so the workers of a fresh run computed
+    without it while those of a resumed run flushed: BN statistics about 1e-38 apart. After setting up a
+    trainer (in a fresh process), a product that underflows must be zero on every thread, and the model
+    must hold no denormal value."""
+    data = _write_identity_folder(tmp_path / "ids", n_ids=6)
+    script = (
+        "import sys, torch\n"
+        "torch.set_num_threads(max(2, torch.get_num_threads()))  # a pool with workers, even on one core\n"
+        "from tracklink.train.config import TrainConfig\n"
+        "from tracklink.train.engine import Trainer\n"
+        "cfg = TrainConfig(data=sys.argv[1], init=sys.argv[2], out=sys.argv[3], device='cpu', workers=0, p=3)\n"
+        "t = Trainer(cfg)\n"
+        "tiny = lambda v: int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum())\n"
+        "product = torch.full((1 << 22,), 1e-30) * 1e-10  # split across the thread pool\n"
+        "model = sum(tiny(v) for v in t.model.state_dict().values() if v.is_floating_point())\n"
+        "print(tiny(product), model, torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # ultralytics' import sets it to 1
+    done = subprocess.run([sys.executable, "-c", script, f"folder:{data}", str(osnet_onnx), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    underflowed, in_model, threads = map(int, done.stdout.split())
+    assert underflowed == 0, f"{underflowed} denormal results: some of {threads} threads do not flush"
+    assert in_model == 0
+
+
+def test_stale_checkpoint_temp_file_is_cleaned_up(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.k1lled00.tmp").write_bytes(b"")  # what a SIGKILL during a checkpoint write leaves
+    assert main(_train_args(tiny_data, out, "--epochs", "1")) == 0
+    assert (out / "last.pt").is_file() and not list(out.glob("*.tmp"))
 
 
 def test_sigterm_saves_and_exits_with_a_resume_hint(tmp_path: Path) -> None:

@@ -120,6 +120,15 @@ class _TrainForward(nn.Module):
         return out.feat, out.embedding, out.logits
 
 
+def flush_denormals(model: nn.Module) -> None:
+    """Zero the denormal values of the weights and BN statistics, as flush-to-zero arithmetic would read them:
+    the starting state is then the same whichever thread first touches a value."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor[tensor.abs() < torch.finfo(tensor.dtype).tiny] = 0.0
+
+
 def _param_checksum(model: nn.Module) -> str:
     """Bit-exact fingerprint of the weights: equal on every rank exactly when the weights are equal."""
     import hashlib
@@ -148,6 +157,12 @@ class Trainer:
         self.out = Path(cfg.out)
         self.dist = distributed.env_from_torchrun()
         self.device = resolve_device(cfg.device, self.dist.local_rank)
+        if self.device.type == "cpu":
+            # Denormal weights make x86 kernels crawl. Flushing is a per-thread CPU mode that new threads
+            # inherit, so it is set before any work that starts the thread pool (an --init's BN re-estimation
+            # did, and its workers then computed without it): every thread of every run, fresh or resumed,
+            # rounds alike, which is what makes a resume bit-for-bit.
+            torch.set_flush_denormal(True)
         distributed.init(self.dist, self.device, cfg.dist_timeout)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.progress = cfg.progress and self.dist.is_main
@@ -167,12 +182,10 @@ class Trainer:
         self.eval_dataset = load_identities(cfg.data, cfg.eval_ids) if cfg.eval_ids else None
 
         self.model, self.meta = self._build_model(resume_from)
+        if self.device.type == "cpu":
+            flush_denormals(self.model)  # imported weights hold some; flushed runs treat them as zero anyway
         # Channels-last on CPU: oneDNN's grouped 3x3 convs (all over OSNet) are much faster in that layout.
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        if self.device.type == "cpu":
-            # Denormal weights make x86 kernels crawl. Set once, before the first step, so a resumed run
-            # computes exactly like an uninterrupted one (the runtime's torch backend sets it too).
-            torch.set_flush_denormal(True)
         self.model.to(self.device, memory_format=self.memory_format)
         self.train_forward: nn.Module = _TrainForward(self.model)
         if self.dist.enabled:
@@ -288,6 +301,8 @@ class Trainer:
             raise TracklinkError(f"{path} was trained by {world} process(es), this resume has {self.dist.world_size}: "
                                  f"the batch plan would change. Resume with --nproc {world}")
         self.model.load_state_dict(payload["state_dict"])
+        if self.device.type == "cpu":
+            flush_denormals(self.model)  # a checkpoint from before flushing was set up front may hold some
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
