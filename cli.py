@@ -16,6 +16,7 @@ from tracklink import TracklinkError, __version__
 
 # name -> module that defines `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tracklink.app.demo", "run the whole pipeline offline on two built-in cameras and show the results"),
     "train": ("tracklink.train.cli", "train a video re-ID model with OSM+CAA"),
     "eval": ("tracklink.train.eval_cli", "cross-camera CMC/mAP of a model on a labelled dataset"),
     "import-weights": ("tracklink.models.import_cli", "turn a torchreid .pth or an OSNet ONNX into a checkpoint"),
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "match": ("tracklink.app.match", "link tracklets given as crop folders into global identities"),
     "calibrate": ("tracklink.app.calibrate_cli", "pick a model's link threshold on labelled data"),
     "batch": ("tracklink.app.batch", "detect, track and link people in videos; write MOT files, a store and a summary"),
+    "link": ("tracklink.app.link_cli", "re-link every finished camera in a store (SQLite or PostgreSQL) at once"),
     "eval-mot": ("tracklink.app.evalmot", "MOTA, IDF1 and HOTA of tracking results (MTMC IDF1 with --multi-camera)"),
     "view": ("tracklink.app.viewer.cli", "desktop viewer: live camera grid, people across cameras, search by image"),
 }

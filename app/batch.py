@@ -1,11 +1,14 @@
 """Track and link people in recorded videos (or streams) and write MOTChallenge files, a store and a summary.
 
 Writes, in --out: <camera>.txt (MOTChallenge rows `frame,id,x,y,w,h,conf,-1,-1,-1` with the per-camera
-track id), <camera>.global.txt (the same rows with the global identity), tracklink.db (SQLite), summary.json
-and, with --save-video, <camera>.mp4. Re-running over the same footage with the same settings resumes:
-cameras already done are skipped and the others are redone. Global ids are revised at the end by
-clustering all tracklets at once. Exit code 1 when some camera failed (the others' outputs are complete);
-Ctrl-C (how a run over live cameras ends) finishes the live cameras, writes the outputs and exits 130.
+track id), <camera>.global.txt (the same rows with the global identity), tracklink.db (SQLite, unless --db
+names another store, e.g. one PostgreSQL database shared by many machines), summary.json and, with
+--save-video, <camera>.mp4 annotated with the final global ids. Re-running over the same footage with the
+same settings resumes: cameras already done are skipped and the others are redone. Global ids are revised
+at the end by clustering the tracklets of every finished camera in the store at once, this run's and any
+other's. Exit code 1 when some camera failed (the others' outputs are complete); Ctrl-C (how a run over
+live cameras ends) or SIGTERM finishes the live cameras, writes the outputs and exits 130. While a run is
+going, summary.json says "running" and the files of the cameras it redoes are gone.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
-from tracklink.app.session import SessionOptions, add_session_arguments
+from tracklink.app.session import SessionOptions, add_session_arguments, add_store_argument
 
 if TYPE_CHECKING:
     from tracklink.app.link import LinkConfig
@@ -35,9 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="VIDEO_OR_SOURCE",
                    help="video file, MOTChallenge/image folder, camera index or rtsp/http URL; NAME=SOURCE names it")
     p.add_argument("--out", default="out", help="output folder (default: ./out)")
-    p.add_argument("--save-video", action="store_true", help="also write annotated <camera>.mp4 videos")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing tracklink.db in --out; start over")
+    p.add_argument("--save-video", action="store_true",
+                   help="also write <camera>.mp4, annotated with the final global ids (as in <camera>.global.txt)")
+    p.add_argument("--show", action="store_true", help="show each camera in a window while it runs (needs a display)")
+    add_store_argument(p)
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: delete the SQLite store; in a PostgreSQL store, redo these cameras")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object instead of a table")
     add_session_arguments(p)
 
 
@@ -45,14 +57,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class BatchOptions(SessionOptions):
     sources: list[str] = field(default_factory=list)
     out: str = "out"
+    db: str | None = None  # the store; default OUT/tracklink.db
     save_video: bool = False
+    show: bool = False
     fresh: bool = False
     progress: bool = True
 
 
 def run(args: argparse.Namespace) -> int:
+    from tracklink.app.summary import format_summary
+
     names = BatchOptions.__dataclass_fields__
     summary = run_batch(BatchOptions(**{k: getattr(args, k) for k in names if hasattr(args, k)}))
+    print(json.dumps(summary) if args.json else format_summary("tracklink batch", summary), flush=True)
     for name, error in summary["errors"].items():
         print(f"tracklink batch: error: camera {name}: {error}", file=sys.stderr)
     if summary["interrupted"]:
@@ -76,35 +93,82 @@ class _Run:
     prints: dict[str, str]
     skipped: list[str]
     interrupted: bool = False
+    videos: dict[str, Path] = field(default_factory=dict)
 
 
 def run_batch(options: BatchOptions) -> dict:
     """The batch job; returns the summary it also writes to OUT/summary.json."""
+    from tracklink.app import output_folder
     from tracklink.app.session import camera_fingerprints, load_models
     from tracklink.app.sources import parse_sources
+    from tracklink.app.store import LINK_THRESHOLD_KEY
 
     specs = parse_sources(options.sources)  # names and paths only: nothing is opened yet
-    models = load_models(options)
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = _open_store(out, options.fresh)
-    prints = camera_fingerprints(options, specs, models)
-    run = _Run(options, specs, models, out, store, prints, _finished_cameras(store, specs, prints))
-    pipeline = _process(run)
-    tracklets, mapping = revise_identities(store, [n for n in prints], models.link)
-    summary = _summary(run, pipeline, tracklets, mapping)
-    store.close()
+    output_folder.check_output_names(specs, out)
+    if options.show:
+        _check_display()
+    models = load_models(options)
+    output_folder.prepare(out)
+    with output_folder.write_errors(out):
+        store = _open_store(options.db or out / "tracklink.db", options.fresh)
+        store.set_meta(LINK_THRESHOLD_KEY, str(models.threshold))  # what `tracklink link` re-links with later
+        store.commit()
+        prints = camera_fingerprints(options, specs, models)
+        skipped = [] if options.fresh else _finished_cameras(store, specs, prints)
+        run = _Run(options, specs, models, out, store, prints, skipped)
+        output_folder.retract(out, [s.name for s in specs if s.name not in run.skipped])
+        started = time.monotonic()
+        with _sigterm_as_interrupt():
+            pipeline, raw = _process(run)
+        # Over every camera in the store, not only this run's: runs into one store agree on who is who.
+        tracklets, mapping = revise_identities(store, [c.name for c in store.cameras()], models.link)
+        if options.save_video:
+            from tracklink.app.annotate import write_annotated_videos
+
+            run.videos = write_annotated_videos(store, specs, out, raw)
+        summary = _summary(run, pipeline, tracklets, mapping, time.monotonic() - started)
+        store.close()
     return summary
 
 
-def _open_store(out: Path, fresh: bool) -> "Store":
-    from tracklink.app.store import SqliteStore
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (how systemd, docker and Kubernetes stop a process) ends a run as Ctrl-C does: live cameras
+    finish, recordings stay to resume, the outputs and summary are written. A second one is ignored while
+    that happens (a supervisor sends SIGKILL when it runs out of patience)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    db_path = out / "tracklink.db"
-    if fresh:
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.warning("SIGTERM: stopping as on Ctrl-C")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_display() -> None:
+    import os
+
+    from tracklink import TracklinkError
+
+    if sys.platform == "linux" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise TracklinkError("--show needs a display (DISPLAY is unset); drop --show, or run under xvfb-run")
+
+
+def _open_store(db: str | Path, fresh: bool) -> "Store":
+    from tracklink.app.store import is_server_url, open_store
+
+    if fresh and not is_server_url(db):  # a shared server store is never wiped: --fresh redoes this run's cameras
         for suffix in ("", "-wal", "-shm"):
-            Path(str(db_path) + suffix).unlink(missing_ok=True)
-    return SqliteStore(db_path)
+            Path(str(db) + suffix).unlink(missing_ok=True)
+    return open_store(db)
 
 
 def _finished_cameras(store: "Store", specs: list["SourceSpec"], prints: dict[str, str]) -> list[str]:
@@ -116,8 +180,10 @@ def _finished_cameras(store: "Store", specs: list["SourceSpec"], prints: dict[st
     return skipped
 
 
-def _process(run: _Run) -> "Pipeline":
-    """Run the pipeline over the cameras still to do, with progress bars and annotated videos."""
+def _process(run: _Run) -> tuple["Pipeline", dict[str, Path]]:
+    """Run the pipeline over the cameras still to do, with progress bars (and the raw frames of live cameras
+    kept for annotated videos); returns the pipeline and those raw recordings."""
+    from tracklink.app.annotate import RawRecorder
     from tracklink.app.session import build_pipeline, open_gallery
     from tracklink.app.sources import make_source
 
@@ -125,17 +191,20 @@ def _process(run: _Run) -> "Pipeline":
     linker, _ = open_gallery(run.store, run.models.link, restarting=[s.name for s in to_run])
     pipeline = build_pipeline([make_source(s) for s in to_run], run.models, run.options, run.store, linker,
                               run.prints)
-    videos = VideoSink(run.out, pipeline.sources) if run.options.save_video else None
+    raw = RawRecorder(run.out, pipeline.sources) if run.options.save_video else None
+    window = LiveWindows() if run.options.show else None
     bars = ProgressBars()
     try:
-        pipeline.open()
-        bars.open([s for s in pipeline.sources if s.name in pipeline.active], run.options.progress)
-        try:
+        try:  # opening is inside: a stop that comes while the cameras open is a stop like any other
+            pipeline.open()
+            bars.open([s for s in pipeline.sources if s.name in pipeline.active], run.options.progress)
             for step in pipeline:
                 for cam in step.cameras:
                     bars.advance(cam.frame.camera)
-                    if videos is not None:
-                        videos.write(cam)
+                    if raw is not None:
+                        raw.write(cam.frame)
+                    if window is not None:
+                        window.show(cam)
         except KeyboardInterrupt:
             # Ctrl-C is how a run over live cameras ends: they are complete up to now, so they finish and
             # get outputs. Recordings stay unfinished in the store and resume on the next run.
@@ -146,10 +215,11 @@ def _process(run: _Run) -> "Pipeline":
                     pipeline.remove_source(source.name)
     finally:
         bars.close()
-        if videos is not None:
-            videos.close()
+        for sink in (raw, window):
+            if sink is not None:
+                sink.close()
         pipeline.close()
-    return pipeline
+    return pipeline, (raw.paths if raw is not None else {})
 
 
 def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") -> tuple[list["Tracklet"], dict]:
@@ -157,8 +227,10 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     the result (global ids and identities)."""
     from tracklink.app.link import cluster_tracklets
 
+    store.begin_relink()  # read and rewrite as one: a concurrent run's revision waits, then sees this one's
     done = [c.name for c in store.cameras() if c.status == "done" and c.name in cameras]
     tracklets = [t for name in done for t in store.tracklets(name)]
+    _check_one_embedding_size(tracklets)
     mapping = cluster_tracklets(tracklets, link)
     store.set_global_ids(mapping)
     for t in tracklets:
@@ -166,6 +238,20 @@ def revise_identities(store: "Store", cameras: list[str], link: "LinkConfig") ->
     store.put_identities(_identities(tracklets), replace_all=True)
     store.commit()
     return tracklets, mapping
+
+
+def _check_one_embedding_size(tracklets: list["Tracklet"]) -> None:
+    """Cameras of one store embedded by re-ID models of different sizes cannot be linked together."""
+    from tracklink import TracklinkError
+
+    sizes: dict[int, str] = {}
+    for t in tracklets:
+        if t.feature_sum is not None:
+            sizes.setdefault(int(t.feature_sum.size), t.camera)
+    if len(sizes) > 1:
+        found = ", ".join(f"{size} (e.g. camera {camera})" for size, camera in sorted(sizes.items()))
+        raise TracklinkError(f"the store holds embeddings of different sizes: {found}; runs with different re-ID "
+                             "models need their own --out or --db")
 
 
 def _identities(tracklets):
@@ -183,12 +269,15 @@ def _identities(tracklets):
 def _camera_results(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"]) -> dict[str, dict]:
     """Each camera's outcome; done cameras get their MOT files, the others lose stale ones."""
     cameras = {}
+    sources = {s.name: s for s in pipeline.sources}
     for name in [s.name for s in run.specs]:
         rec = run.store.camera(name)
         if rec is not None and rec.status == "done":
             rows = write_mot(run.store, name, run.out)
             cameras[name] = {"status": "skipped" if name in run.skipped else "done", "frames": rec.frames,
                              "rows": rows, "tracklets": sum(t.camera == name for t in tracklets)}
+            if getattr(sources.get(name), "skipped_frames", 0):  # a damaged stretch it stepped over
+                cameras[name]["undecodable_frames"] = sources[name].skipped_frames
             continue
         for stale in (run.out / f"{name}.txt", run.out / f"{name}.global.txt"):  # not these results
             stale.unlink(missing_ok=True)
@@ -200,12 +289,21 @@ def _camera_results(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"]
     return cameras
 
 
-def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mapping: dict[str, int]) -> dict:
+def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mapping: dict[str, int],
+             seconds: float) -> dict:
+    from tracklink.app.output_folder import SUMMARY
     from tracklink.utils.files import atomic_write
 
     cameras = _camera_results(run, pipeline, tracklets)
     options, models = run.options, run.models
+    cameras_of: dict[int, set[str]] = {}
+    for t in tracklets:
+        cameras_of.setdefault(mapping[t.key], set()).add(t.camera)
+    errors = {name: c["error"] for name, c in cameras.items() if c["status"] == "error"}
     summary = {
+        "status": "interrupted" if run.interrupted else "error" if errors else "done",
+        "out": str(run.out),
+        "wall_s": round(seconds, 2),
         "cameras": cameras,
         "frames": sum(c["frames"] for c in cameras.values() if c["status"] != "error"),
         "frames_processed": pipeline.stats.frames,
@@ -213,17 +311,19 @@ def _summary(run: _Run, pipeline: "Pipeline", tracklets: list["Tracklet"], mappi
         "seconds": {k: round(v, 3) for k, v in pipeline.stats.seconds.items()},
         "tracklets": len(tracklets),
         "identities": len(set(mapping.values())),
-        "errors": {name: c["error"] for name, c in cameras.items() if c["status"] == "error"},
+        "cross_camera_identities": sum(len(c) > 1 for c in cameras_of.values()),
+        "errors": errors,
         "interrupted": run.interrupted,
-        "detector": options.detector or "yolo11n.pt",
+        "detector": models.detector_spec,
         "reid": str(models.reid_path),
         "backend": models.embedder.backend,
         "tracker": options.tracker,
         "link_threshold": models.threshold,
+        "pooling": options.pooling,
+        "transit": options.transit,
+        "videos": {name: str(path) for name, path in run.videos.items()},
     }
-    if options.pooling != "mean":  # said only when chosen, so summaries of default runs stay as they were
-        summary["pooling"] = options.pooling
-    atomic_write(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(run.out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -253,9 +353,11 @@ class ProgressBars:
     def open(self, sources, enabled: bool) -> None:
         from tqdm import tqdm
 
+        from tracklink.utils.progress import bar_disabled
+
         if enabled:
             self.bars = {s.name: tqdm(total=s.frame_count, desc=s.name, unit="frame", position=i, leave=True,
-                                      dynamic_ncols=True, disable=None) for i, s in enumerate(sources)}
+                                      dynamic_ncols=True, disable=bar_disabled(True)) for i, s in enumerate(sources)}
 
     def advance(self, camera: str) -> None:
         bar = self.bars.get(camera)
@@ -267,30 +369,18 @@ class ProgressBars:
             bar.close()
 
 
-class VideoSink:
-    """One annotated mp4 per camera, opened at its first frame (when the size is known)."""
+class LiveWindows:
+    """`--show`: one window per camera with its newest frame and the global ids so far."""
 
-    def __init__(self, out: Path, sources) -> None:
-        # The sources, not their rates: a source knows its fps only once it is open.
-        self.out, self.sources = out, {s.name: s for s in sources}
-        self.writers: dict[str, object] = {}
-
-    def write(self, cam) -> None:
+    def show(self, cam) -> None:
         import cv2
 
         from tracklink.app.render import draw_tracks
 
-        frame = cam.frame
-        writer = self.writers.get(frame.camera)
-        if writer is None:
-            h, w = frame.image.shape[:2]
-            source = self.sources.get(frame.camera)
-            fps = (source.fps if source is not None else None) or 30.0  # live sources may not report a rate
-            writer = cv2.VideoWriter(str(self.out / f"{frame.camera}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                     fps, (w, h))
-            self.writers[frame.camera] = writer
-        writer.write(draw_tracks(frame.image, cam.tracks, cam.global_ids))
+        cv2.imshow(f"tracklink: {cam.frame.camera}", draw_tracks(cam.frame.image, cam.tracks, cam.global_ids))
+        cv2.waitKey(1)
 
     def close(self) -> None:
-        for writer in self.writers.values():
-            writer.release()
+        import cv2
+
+        cv2.destroyAllWindows()

@@ -1,9 +1,9 @@
 """Person detection: YOLOX ONNX under ONNX Runtime, or any ultralytics model. Person class only.
 
 `make_detector("yolox:PATH")` runs a YOLOX export (the shared yolox_nano.onnx, or a TensorRT engine built
-from it) with its own letterbox and grid decode; anything else goes to `ultralytics.YOLO` (.pt/.onnx/.engine,
-or a released name such as yolo11n.pt that ultralytics downloads). Offline, a released name fails fast with a
-message saying how to pass a local file, instead of ultralytics retrying its download.
+from it) with its own letterbox and grid decode; anything else goes to `ultralytics.YOLO` (.onnx/.engine, or
+the published yolo11n.pt, downloaded once and checked against its sha256). A pickled .pt from any other path
+runs code when loaded, so it needs an explicit trust_pickle (`--trust-pickle`).
 """
 
 from __future__ import annotations
@@ -18,27 +18,46 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Detections
+from tracklink.models.checkpoint import PICKLE_FREE_SUFFIXES, untrusted_pickle_error
+from tracklink.models.weights import DETECTORS, default_detector, fetch_detector
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR = "yolo11n.pt"
 PERSON = 0  # COCO class id of "person", for YOLOX and ultralytics' COCO models alike
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD = 114
-OFFLINE_HINT = ("pass a local model with --detector, e.g. `--detector yolox:path/to/yolox_nano.onnx` or "
-                "`--detector path/to/yolo11n.pt`")
+OFFLINE_HINT = ("pass a local model with --detector, e.g. `--detector yolox:path/to/yolox_nano.onnx` or an "
+                "ultralytics ONNX export")
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
+    """Score and NMS IoU thresholds. The field defaults are ultralytics' tracking mode for its YOLO models
+    (`model.track` lowers conf to 0.1; NMS IoU 0.7); `for_detector` gives each detector family its own."""
+
     # Low on purpose: ByteTrack's second association recovers occluded people from 0.1-0.25 boxes; the
     # tracker's own thresholds decide which boxes start tracks.
     conf: float = 0.1
     iou: float = 0.7  # NMS IoU; crowds need a high value or neighbours suppress each other (ultralytics' default)
 
+    @classmethod
+    def for_detector(cls, spec: str | None) -> "DetectorConfig":
+        """The measured defaults of the detector's family: YOLOX (also the packaged default, None) or
+        ultralytics YOLO."""
+        return YOLOX_DEFAULTS if not spec or spec.lower().startswith("yolox:") else cls()
+
+
+# YOLOX-nano, chosen by bench/tracking.py (README, "Tracking defaults"), on its objective (higher is better):
+# score 0.05 (0.1: -0.023, 0.3: -0.027, against -0.017), NMS IoU 0.65 (0.45: -0.025, 0.55: -0.021, 0.7: -0.019).
+YOLOX_DEFAULTS = DetectorConfig(conf=0.05, iou=0.65)
+
 
 class Detector(Protocol):
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+class NotYoloxError(TracklinkError):
+    """A loadable model whose input or output is not YOLOX's: it may still be an ultralytics export."""
 
 
 class YoloxDetector:
@@ -66,10 +85,10 @@ class YoloxDetector:
             from tracklink.export.ort_session import open_session
 
             session = open_session(self.path, device=device, intra_op_threads=threads,
-                                   hint="is it a YOLOX ONNX export?")
+                                   hint="the file may be truncated or not an ONNX model")
             inp = session.get_inputs()[0]
             if len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[2:]):
-                raise TracklinkError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
+                raise NotYoloxError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
             self.input_size = (int(inp.shape[2]), int(inp.shape[3]))
             self._run = lambda blob: session.run(None, {inp.name: blob})[0]
             anchors = session.get_outputs()[0].shape
@@ -77,8 +96,8 @@ class YoloxDetector:
         self._grid, self._stride = self._make_grid(*self.input_size)
         if anchors is not None and (len(anchors) != 3
                                     or (isinstance(anchors[1], int) and anchors[1] != len(self._grid))):
-            raise TracklinkError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
-                                 f"({len(self._grid)} anchors expected); export it without decode_in_inference")
+            raise NotYoloxError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
+                                f"({len(self._grid)} anchors expected); export it without decode_in_inference")
 
     @staticmethod
     def _make_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +146,7 @@ class YoloxDetector:
 
 
 def github_reachable(timeout: float = 3.0) -> bool:
-    """Where ultralytics downloads its released weights from; one TCP connect, not its retry loop."""
+    """Where the published detector is downloaded from; one TCP connect, not a retry loop."""
     try:
         socket.create_connection(("github.com", 443), timeout=timeout).close()
         return True
@@ -135,39 +154,31 @@ def github_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_ultralytics_model(spec: str) -> str:
-    """A local file, or the cache path that ultralytics will download a released name into."""
-    from tracklink.utils.paths import cache_dir
+def resolve_ultralytics_model(spec: str, trust_pickle: bool = False) -> str:
+    """A published name (downloaded once, sha256-checked) or a file; a pickled file only with trust_pickle.
 
+    A published name never resolves to a same-named file in the working directory: a file planted there
+    would otherwise run as the default detector.
+    """
+    if spec in DETECTORS:  # a published name: its pinned file only
+        return str(fetch_detector(spec))
     path = Path(spec).expanduser()
-    if path.is_file():
-        return str(path)
-    if path.name != spec:
-        raise TracklinkError(f"detector model not found: {spec}")
-    from ultralytics.utils import SETTINGS
-    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
-
-    target = cache_dir() / "ultralytics" / spec
-    for candidate in (Path.cwd() / spec, Path(SETTINGS["weights_dir"]) / spec, target):
-        if candidate.is_file():
-            return str(candidate)
-    if spec not in GITHUB_ASSETS_NAMES:
-        raise TracklinkError(f"detector {spec!r} is neither a file nor a model that ultralytics publishes; "
-                             f"{OFFLINE_HINT}")
-    if not github_reachable():
-        raise TracklinkError(f"cannot download the detector {spec}: this machine is offline; {OFFLINE_HINT}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return str(target)
+    if not path.is_file():
+        raise TracklinkError(f"detector model not found: {spec}; give a file, yolox:PATH.onnx for YOLOX, or "
+                             f"a published name ({', '.join(DETECTORS)}); {OFFLINE_HINT}")
+    if path.suffix.lower() not in PICKLE_FREE_SUFFIXES and not trust_pickle:
+        raise untrusted_pickle_error(spec)
+    return str(path)
 
 
 class UltralyticsDetector:
     """Any ultralytics detection model (.pt/.onnx/.engine); its own pre/post-processing, person class only."""
 
-    def __init__(self, spec: str = DEFAULT_DETECTOR, config: DetectorConfig = DetectorConfig(),
-                 device: str | None = None, imgsz: int | None = None):
+    def __init__(self, spec: str = "yolo11n.pt", config: DetectorConfig = DetectorConfig(),
+                 device: str | None = None, imgsz: int | None = None, trust_pickle: bool = False):
         from ultralytics import YOLO
 
-        self.path = resolve_ultralytics_model(spec)
+        self.path = resolve_ultralytics_model(spec, trust_pickle)
         try:
             self.model = YOLO(self.path, task="detect")
         except Exception as exc:  # download, unpickling or format errors: all user-fixable here
@@ -194,17 +205,43 @@ class UltralyticsDetector:
 
 
 def make_detector(spec: str | None = None, config: DetectorConfig = DetectorConfig(),
-                  device: str | None = None, threads: int | None = None) -> Detector:
-    """`yolox:PATH` for a YOLOX ONNX, else a path or released name for ultralytics (default yolo11n.pt).
+                  device: str | None = None, threads: int | None = None, trust_pickle: bool = False) -> Detector:
+    """`yolox:PATH` for a YOLOX ONNX, else a path or published name (default: the packaged YOLOX-nano).
 
     `threads`: intra-op CPU threads of a YOLOX ONNX (None: ONNX Runtime's default, one per core).
+    `trust_pickle`: allow a pickled ultralytics file (.pt) from an arbitrary path; loading one runs its code.
     """
-    spec = spec or DEFAULT_DETECTOR
+    spec = spec or default_detector()  # the packaged YOLOX-nano
+    if spec in DETECTORS and DETECTORS[spec].packaged:
+        spec = f"yolox:{fetch_detector(spec)}"
     if spec.lower().startswith("yolox:"):
         path = spec.split(":", 1)[1]
         return YoloxDetector(path, config, device, threads)
-    return UltralyticsDetector(spec, config, device)
+    if Path(spec).suffix.lower() == ".onnx" and Path(spec).is_file():
+        try:
+            detector = YoloxDetector(spec, config, device, threads)
+        except NotYoloxError:
+            pass  # an ultralytics export, checked below
+        else:
+            log.warning("%s has a raw YOLOX grid output: running it as YOLOX (write --detector yolox:%s to say so)",
+                        spec, spec)
+            return detector
+    return probe_detector(UltralyticsDetector(spec, config, device, trust_pickle=trust_pickle), spec)
 
 
-__all__ = ["DEFAULT_DETECTOR", "Detector", "DetectorConfig", "UltralyticsDetector", "YoloxDetector",
+def probe_detector(detector: Detector, spec: str) -> Detector:
+    """Run one blank image through a freshly loaded detector: ultralytics loads lazily, so a model that
+    cannot detect would otherwise fail at the first frame, after the videos were opened."""
+    try:
+        out = detector([np.zeros((64, 64, 3), np.uint8)])
+    except Exception as exc:  # ultralytics raises plain exceptions for a wrong model, shape or runtime
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TracklinkError(f"detector {spec} fails on an image ({type(exc).__name__}: {first}); give an "
+                             "ultralytics detection model, or yolox:PATH for a YOLOX ONNX") from None
+    if len(out) != 1 or not isinstance(out[0], Detections):
+        raise TracklinkError(f"detector {spec} returned {len(out)} results for one image; is it a detection model?")
+    return detector
+
+
+__all__ = ["Detector", "DetectorConfig", "YOLOX_DEFAULTS", "UltralyticsDetector", "YoloxDetector",
            "make_detector", "resolve_ultralytics_model"]

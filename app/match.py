@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from tracklink.app.link import LinkConfig
     from tracklink.app.records import Tracklet
+
+log = logging.getLogger(__name__)
 
 LAYOUT = "DIR/<camera>/<tracklet>/<frame>.<jpg|jpeg|png|bmp>"
 
@@ -48,9 +51,13 @@ def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
     if not root.is_dir():
         raise TracklinkError(f"--data {root} is not a folder; expected {LAYOUT}")
 
+    hidden: list[Path] = []
+
     def subdirs(folder: Path) -> list[Path]:
-        return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: natural_key(p.name))
+        # Dot-folders are tool clutter (.git, .ipynb_checkpoints) more often than data: skipped, but said.
+        folders = [p for p in folder.iterdir() if p.is_dir()]
+        hidden.extend(p for p in folders if p.name.startswith("."))
+        return sorted((p for p in folders if not p.name.startswith(".")), key=lambda p: natural_key(p.name))
 
     layout = []
     for cam in subdirs(root):
@@ -64,6 +71,10 @@ def read_crop_layout(root: str | Path) -> list[tuple[str, str, list[Path]]]:
             if not frames:
                 raise TracklinkError(f"tracklet folder {trk} holds no images; expected {LAYOUT}")
             layout.append((cam.name, trk.name, frames))
+    if hidden:
+        names = ", ".join(str(p.relative_to(root)) for p in sorted(hidden)[:3])
+        log.warning("skipped %d folder(s) whose names start with '.' (%s%s); rename them to include them",
+                    len(hidden), names, ", ..." if len(hidden) > 3 else "")
     if not layout:
         raise TracklinkError(f"no tracklets under {root}; expected {LAYOUT}")
     return layout

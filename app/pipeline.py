@@ -406,6 +406,8 @@ class Pipeline:
         cam = self._cameras.pop(name)
         ended = cam.pool.end(cam.tracker.finish())
         cam.source.close()
+        if not error and cam.source.status.state == "error":  # found on closing: a live camera never connected
+            error = cam.source.status.reason
         if error:
             # Its tracklets leave the gallery and are not written: the re-run replaces the camera's rows.
             if self.linker is not None:

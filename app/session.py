@@ -15,10 +15,11 @@ and `calibrate` embed crops instead of decoding video. Everything they have in c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -33,11 +34,16 @@ if TYPE_CHECKING:
     from tracklink.app.records import Tracklet
     from tracklink.app.sources import Source, SourceSpec
     from tracklink.app.store import Store
+    from tracklink.app.track import TrackerConfig
     from tracklink.export.runtime import Embedder
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKER = "bytetrack"
+# BoT-SORT with our embeddings, by bench/tracking.py: with YOLOX-nano its best setting beat ByteTrack's best
+# on the tuning sequences (objective -0.017 against -0.069: README, "Tracking defaults"); it is also
+# ultralytics' own default tracker for its YOLO models. It embeds every fit high-score detection at every
+# frame: MOT17-04 at 480x360 ran 13.1 frames/s against ByteTrack's 17.0 (load average 5 on 2 cores).
+DEFAULT_TRACKER = "botsort"
 # CPU threads per model; 0 is the runtime's default, one per core. On our 2-core CPU, 480x360 with re-ID:
 # 35 fps with 2 threads against 27 with 1 when the other core was idle; with it busy, the same speed at
 # 1.5x the CPU time. Pass 1 where other work shares the cores.
@@ -58,15 +64,14 @@ class SessionOptions:
     backend: str | None = None
     device: str | None = None
     conf: float | None = None
+    nms_iou: float | None = None
+    tracker_config: str | None = None  # YAML file overriding keys of the tracker's YAML
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
+    # Allow a pickled detector (.pt) from a path: loading one runs the code it holds. Never remembered.
+    trust_pickle: bool = False
     gallery_ttl: float | None = None  # seconds unseen before an identity leaves the online search index
-
-    def session_options(self) -> "SessionOptions":
-        """This run's shared options alone (front ends extend the dataclass with their own)."""
-        names = SessionOptions.__dataclass_fields__
-        return SessionOptions(**{k: getattr(self, k) for k in names})
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -78,10 +83,10 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     fallback = "remembered, else " if remembered else ""
     p.add_argument("--detector", default=None,
                    help=f"yolox:PATH for a YOLOX ONNX or engine, or an ultralytics model file or name (default: "
-                        f"{fallback}yolo11n.pt)")
+                        f"{fallback}the packaged YOLOX-nano)")
     p.add_argument("--reid", default=None,
                    help=f"re-ID model: .onnx, .engine, tracklink .pt or a catalogue name (default: {fallback}"
-                        "osnet_x0_25_msmt17, downloaded once into the user cache)")
+                        "the packaged osnet_x0_25_msmt17)")
     p.add_argument("--tracker", choices=TRACKERS, default=None if remembered else DEFAULT_TRACKER,
                    help=f"per-camera tracker; botsort also matches on our embeddings (default: {fallback}"
                         f"{DEFAULT_TRACKER})")
@@ -90,9 +95,19 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="re-ID runtime (default: the fastest present for the model file)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
-    p.add_argument("--conf", type=float, default=None, help="detector score threshold (default: 0.1)")
+    p.add_argument("--conf", type=float, default=None,
+                   help="detector score threshold (default: measured per detector family; README, Tracking defaults)")
+    p.add_argument("--nms-iou", type=float, default=None,
+                   help="detector NMS IoU (default: measured per detector family; README, Tracking defaults)")
+    p.add_argument("--tracker-config", default=None, metavar="FILE.yaml",
+                   help="override any key of the tracker's YAML (ultralytics' bytetrack.yaml/botsort.yaml keys, "
+                        "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled ultralytics .pt from a path as --detector: loading a pickle runs any code "
+                        "it holds, so only for files you trust (the published yolo11n.pt is checked by sha256 "
+                        "and needs no flag; ONNX and engines never do)")
     add_transit_argument(p)
     p.add_argument("--pooling", choices=POOLINGS, default=None if remembered else "mean",
                    help="tracklet feature from its frame embeddings: mean, max, or caa (class-aware attention; "
@@ -101,6 +116,14 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                    help="live runs: a person not seen for this long leaves the online search index, so linking "
                         "stays fast over days; they stay in the store and come back when searched or seen again "
                         f"(default: {fallback}keep everyone; `tracklink batch` re-clusters every tracklet at its end)")
+
+
+def add_store_argument(p: argparse.ArgumentParser, default: str = "OUT/tracklink.db") -> None:
+    """--db: where a run's results live, a SQLite file or one PostgreSQL database that many runs and
+    machines share (see README, Many cameras, many machines)."""
+    p.add_argument("--db", default=None, metavar="URL_OR_PATH",
+                   help="the store: a SQLite file, or postgresql://user@host:port/db to share one store among "
+                        f"runs and machines (default: {default})")
 
 
 def add_transit_argument(p: argparse.ArgumentParser) -> None:
@@ -130,6 +153,8 @@ class Models:
     reid_path: Path
     link: "LinkConfig"
     pooling: str
+    detector_spec: str = ""  # what --detector said, or the packaged default's
+    detector_config: Any = None  # the DetectorConfig in force (score and NMS thresholds)
 
     @property
     def threshold(self) -> float:
@@ -148,13 +173,17 @@ def load_models(options: SessionOptions) -> Models:
         raise TracklinkError(f"--threads must be 0 (one per core) or more, got {options.threads}")
     transit = load_transit(options.transit) if options.transit else {}
     LinkConfig(threshold=0.0, gallery_ttl=options.gallery_ttl)  # a bad --gallery-ttl fails before models load
-    errors, detector, embedder, reid_path = [], None, None, None
+    errors, detector, embedder, reid_path, spec, detector_config = [], None, None, None, "", None
     try:
-        detector = _open_detector(options)
+        spec, detector_config, detector = _open_detector(options)
     except TracklinkError as exc:
         errors.append(str(exc))
     try:
         reid_path, embedder = _open_reid(options)
+    except TracklinkError as exc:
+        errors.append(str(exc))
+    try:
+        tracker_config(options, spec or None)
     except TracklinkError as exc:
         errors.append(str(exc))
     if errors:
@@ -162,14 +191,23 @@ def load_models(options: SessionOptions) -> Models:
     check_pooling(options.pooling, embedder)
     threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
     link = LinkConfig(threshold=threshold, transit=transit, gallery_ttl=options.gallery_ttl)
-    return Models(detector, embedder, reid_path, link, options.pooling)
+    return Models(detector, embedder, reid_path, link, options.pooling, spec, detector_config)
 
 
-def _open_detector(options: SessionOptions):
+def _open_detector(options: SessionOptions) -> tuple[str, Any, Any]:
+    """(the detector's spec, its DetectorConfig, the detector): --detector, else the packaged YOLOX-nano."""
     from tracklink.app.detect import DetectorConfig, make_detector
+    from tracklink.models.weights import default_detector
 
-    config = DetectorConfig() if options.conf is None else DetectorConfig(conf=options.conf)
-    return make_detector(options.detector, config, options.device, options.threads or None)
+    spec = options.detector or default_detector()
+    config = DetectorConfig.for_detector(spec)
+    overrides = {k: v for k, v in (("conf", options.conf), ("iou", options.nms_iou)) if v is not None}
+    for name, value in overrides.items():
+        if not 0.0 <= value <= 1.0:
+            raise TracklinkError(f"--{'conf' if name == 'conf' else 'nms-iou'} must be within 0..1, got {value}")
+    config = replace(config, **overrides)
+    return spec, config, make_detector(spec, config, options.device, options.threads or None,
+                                       trust_pickle=options.trust_pickle)
 
 
 def _open_reid(options: SessionOptions) -> tuple[Path, "Embedder"]:
@@ -234,8 +272,15 @@ def camera_fingerprints(options: SessionOptions, specs: Iterable["SourceSpec"], 
     settings = {"detector": options.detector, "detector_file": _file_identity(detector_file)
                 if detector_file.is_file() else None, "conf": options.conf, "reid": sha256_file(models.reid_path),
                 "backend": models.embedder.backend, "tracker": options.tracker, "link_threshold": models.threshold}
+    for key in ("nms_iou", "tracker_config"):  # only when given, so earlier stores stay valid
+        if getattr(options, key) is not None:
+            settings[key] = getattr(options, key) if key == "nms_iou" else sha256_file(Path(options.tracker_config))
     if options.pooling != "mean":  # only then, so stores written before pooling was a choice stay valid
         settings["pooling"] = options.pooling
+    # The thresholds in force, defaults included: a release that changes a default redoes the cameras it
+    # would track differently instead of skipping them as done.
+    settings["thresholds"] = {"detector": dataclasses.asdict(models.detector_config),
+                              "tracker": dict(vars(tracker_config(options, models.detector_spec).args()))}
     return {s.name: fingerprint(settings, source_identity(s)) for s in specs}
 
 
@@ -248,8 +293,9 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     The one resume policy of every front end: each stored tracklet of a camera that is not about to restart
     (its rows are replaced) and did not fail comes back under its stored global id, so new sightings join
     the people already stored, and new ids continue after the largest stored one. A stored tracklet that was
-    never linked is linked now. With `link.gallery_ttl`, stored people not seen within it of the latest
-    stored tracklet come back into the gallery but not into its search index.
+    never linked (it had not matured when its run stopped) stays out of the gallery, as it was out of it.
+    With `link.gallery_ttl`, stored people not seen within it of the latest stored tracklet come back into
+    the gallery but not into its search index.
     """
     from tracklink.app.link import OnlineLinker
 
@@ -258,21 +304,31 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     stored = [t for t in store.tracklets() if t.camera in usable]
     for t in stored:
         t.ended = True  # whatever was tracking them stopped with the run that stored them
+    stored = [t for t in stored if t.global_id is not None]
     linker = OnlineLinker(link)
-    linker.restore([t for t in stored if t.global_id is not None])
-    unlinked = [t for t in stored if t.global_id is None]
-    if unlinked:
-        linker.link_many(unlinked)
+    linker.restore(stored)
     return linker, stored
 
 
 def build_pipeline(sources: Sequence["Source"], models: Models, options: SessionOptions, store: "Store | None",
                    linker: "OnlineLinker | None", fingerprints: dict[str, str]) -> "Pipeline":
     from tracklink.app.pipeline import Pipeline, PipelineConfig
-    from tracklink.app.track import TrackerConfig
 
-    config = PipelineConfig(tracker=TrackerConfig(options.tracker), pooling=models.pooling)
+    config = PipelineConfig(tracker=tracker_config(options, models.detector_spec), pooling=models.pooling)
     return Pipeline(sources, models.detector, models.embedder, config, store, linker, fingerprints)
+
+
+def tracker_config(options: SessionOptions, detector_spec: str | None = None) -> "TrackerConfig":
+    """--tracker, the detector family's measured defaults, and the keys of --tracker-config over them.
+
+    `detector_spec`: the detector in use when it is not --detector's (the packaged default)."""
+    from tracklink.app.track import TrackerConfig, detector_family, load_tracker_yaml
+
+    overrides = load_tracker_yaml(options.tracker_config) if options.tracker_config else {}
+    kind = overrides.pop("tracker_type", None) or options.tracker
+    config = TrackerConfig(kind, overrides, family=detector_family(detector_spec or options.detector))
+    config.args()  # unknown keys and trackers fail here, before any video opens
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- crops
@@ -304,6 +360,6 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
 
 
 __all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
-           "add_embedder_arguments", "add_session_arguments", "add_transit_argument", "build_pipeline",
-           "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models", "open_gallery",
-           "runtime_options", "source_identity"]
+           "add_embedder_arguments", "add_session_arguments", "add_store_argument", "add_transit_argument",
+           "build_pipeline", "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models",
+           "open_gallery", "runtime_options", "source_identity", "tracker_config"]

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import configparser
 import logging
+import os
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -26,18 +29,59 @@ from tracklink.utils.suffixes import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
+# FFmpeg's own log (read once, when OpenCV first opens something with FFmpeg) can quote stream addresses;
+# errors reach users through our redacted messages instead. Set it to debug a camera (e.g. 32, "info").
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 DEFAULT_FPS = 30.0  # for a recording that does not say its rate; logged when used
+# Failed reads in a row before a recording counts as ended: at most the frames its container says remain,
+# and never more than this (a damaged stretch of 64 KiB in a 320x240 mp4 cost 12 reads).
+MAX_UNDECODABLE_RUN = 250
+UNKNOWN_LENGTH_RETRIES = 25  # when the container does not state its length
 
-# Up to the last "@" before the path: a password may itself hold an unencoded "@" (FFmpeg accepts that).
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:user|username|password|pass|pwd|token|auth)=)[^&#\s]*", re.IGNORECASE)
+# Up to the last "@" of the URL: a password may itself hold an unencoded "@" or "/" (FFmpeg accepts an "@").
+# Hiding a host along with it (an "@" in a path or query) is the safe way to be wrong.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s]*@")
+_QUERY_PARAM = re.compile(r"(?P<key>[?&;][^=&;#\s?]+=)(?P<value>[^&;#\s'\"]*)")
+_SECRET_KEY = re.compile(r"token|key|pass|pwd|secret|sig|auth|cred|session|user|login|jwt|otp", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def redact(text: str) -> str:
-    """Hide `user:pass@` in URLs: camera passwords must never reach logs, the store or error messages."""
-    return _SECRET_QUERY.sub(r"\g<key>***", _CREDENTIALS.sub(r"\g<scheme>***@", str(text)))
+    """Hide `user:pass@` and secret-looking query values (token, apikey, signature...) in URLs: camera
+    credentials must never reach logs, the store or error messages."""
+    def hide_secret(m: re.Match) -> str:
+        key = unquote(m.group("key"))
+        return m.group("key") + ("***" if _SECRET_KEY.search(key) and m.group("value") else m.group("value"))
+
+    return _QUERY_PARAM.sub(hide_secret, _CREDENTIALS.sub(r"\g<scheme>***@", str(text)))
+
+
+_opencv_quiet_lock = threading.Lock()
+_opencv_quiet_users = 0
+_opencv_saved_level: int | None = None
+
+
+@contextmanager
+def quiet_opencv():
+    """Silence OpenCV's own log (process-wide, so counted across threads) while it handles a stream URL:
+    its messages quote the URL verbatim, and we cannot redact what it prints itself."""
+    import cv2
+
+    global _opencv_quiet_users, _opencv_saved_level
+    with _opencv_quiet_lock:
+        if _opencv_quiet_users == 0:
+            _opencv_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _opencv_quiet_users += 1
+    try:
+        yield
+    finally:
+        with _opencv_quiet_lock:
+            _opencv_quiet_users -= 1
+            if _opencv_quiet_users == 0 and _opencv_saved_level is not None:
+                cv2.utils.logging.setLogLevel(_opencv_saved_level)
 
 
 # ---------------------------------------------------------------------------------------------- specs
@@ -186,6 +230,7 @@ class VideoFileSource(Source):
         super().__init__(spec)
         self._cap = None
         self._index = 0
+        self.skipped_frames = 0  # undecodable frames stepped over (a damaged stretch mid-file)
 
     def open(self) -> None:
         import cv2
@@ -206,7 +251,7 @@ class VideoFileSource(Source):
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 else None
         self.size = (first.shape[1], first.shape[0])
-        self._cap, self._pending, self._index = cap, first, 0
+        self._cap, self._pending, self._index, self.skipped_frames = cap, first, 0, 0
         self._set_status("live")
 
     def read(self, timeout: float = 0.0) -> Frame | None:
@@ -214,23 +259,52 @@ class VideoFileSource(Source):
             return None
         if self._pending is not None:
             image, self._pending = self._pending, None
+            self._index += 1
         else:
-            ok, image = self._cap.read()
-            if not ok or image is None:
+            image = self._read_past_damage()
+            if image is None:
                 self._finish()
                 return None
-        self._index += 1
         self._set_status("live", frames=self._index)
         return Frame(self.name, self._index, (self._index - 1) / self.fps, image)
+
+    def _read_past_damage(self) -> np.ndarray | None:
+        """The next decodable frame, stepping over a damaged stretch; sets its index in the file.
+
+        FFmpeg drops one bad packet per failed read, so retrying gets past the damage; the bound is the
+        frames the container says remain (none for a clean end), at most MAX_UNDECODABLE_RUN. After a gap
+        the index comes from the frame's timestamp, so file time stays true.
+        """
+        import cv2
+
+        remaining = (self.frame_count - self._index) if self.frame_count else UNKNOWN_LENGTH_RETRIES
+        failures = 0
+        while True:
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                break
+            failures += 1
+            if failures > min(remaining, MAX_UNDECODABLE_RUN):
+                return None
+        index = self._index + 1
+        if failures:
+            msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+            if msec and msec > 0:
+                index = max(index, int(round(msec * self.fps / 1000.0)) + 1)
+            self.skipped_frames += index - self._index - 1
+            log.warning("%s: frames %d-%d of %s could not be decoded; skipped", self.name, self._index + 1,
+                        index - 1, self.spec.target)
+        self._index = index
+        return image
 
     def _finish(self) -> None:
         self._cap.release()
         self._cap = None
         if self.frame_count and self._index < self.frame_count - 1:
-            # Containers often over-count by one; a real shortfall is a truncated or damaged file.
-            self._set_status("ended", f"decoding stopped at frame {self._index} of {self.frame_count}: "
+            # Containers often over-count by one; a real shortfall is a truncated or damaged file. An error,
+            # not an end: its results are incomplete, and a re-run must not take it for finished.
+            self._set_status("error", f"decoding stopped at frame {self._index} of {self.frame_count}: "
                                       f"{self.spec.target} may be truncated or damaged")
-            log.warning("%s: %s", self.name, self.status.reason)
         else:
             self._set_status("ended")
 
@@ -308,6 +382,9 @@ class Backoff:
     maximum: float = 30.0
     attempts: int | None = None
     open_timeout_s: float = 10.0  # FFmpeg's own default can block for far longer on a dead host
+    # A camera down for hours retries thousands of times: one log line per retry at most this often (the
+    # first retry is always logged, and each line counts the attempts since the previous one).
+    log_interval_s: float = 60.0
 
     def delays(self):
         delay, n = self.initial, 0
@@ -331,6 +408,8 @@ class LiveSource(Source):
         self.dropped = 0  # frames overwritten before the pipeline took them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_retry_log: float | None = None
+        self._retries_unlogged = 0
 
     def open(self) -> None:
         """Start the reader thread; a camera that is down now is retried, not an error."""
@@ -347,12 +426,16 @@ class LiveSource(Source):
             return cv2.VideoCapture(int(target))
         ms = int(self.backoff.open_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        return cv2.VideoCapture(target, cv2.CAP_ANY, params)
+        # FFmpeg only: with CAP_ANY a failed open falls through to OpenCV's image-sequence reader, which
+        # takes a "%" in the URL for a pattern and prints the whole URL, password included, to stderr.
+        with quiet_opencv():
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
 
     def _run(self) -> None:
         import cv2
 
         delays = self.backoff.delays()
+        attempt = 0  # failed connection attempts in a row
         while not self._stop.is_set():
             cap = self._capture()
             got_frame = False
@@ -377,17 +460,36 @@ class LiveSource(Source):
                 cap.release()
             if self._stop.is_set():
                 break
+            attempt = 0 if got_frame else attempt + 1
             delay = next(delays, None)
             what = "stream dropped" if got_frame else f"cannot open {self.spec.display}"
             if delay is None:
                 self._set_status("error", f"{what}; gave up after {self.backoff.attempts} attempts")
                 break
+            announced = self.status.state != "reconnecting"  # a change of state is logged by _set_status
             self._set_status("reconnecting", f"{what}; retrying in {delay:.1f}s")
+            self._log_retry(what, attempt, delay, announced)
             self._stop.wait(delay)
         with self._cond:
             if not self.status.finished:
-                self._set_status("ended")
+                if self._index == 0:  # stopped before the first frame: 0 frames is not a result
+                    self._set_status("error", f"never connected to {self.spec.display}")
+                else:
+                    self._set_status("ended")
             self._cond.notify_all()
+
+    def _log_retry(self, what: str, attempt: int, delay: float, announced: bool) -> None:
+        """A line per retry, not only per change of state, at most one per backoff.log_interval_s."""
+        now = time.monotonic()
+        self._retries_unlogged += 1
+        if announced:
+            self._last_retry_log, self._retries_unlogged = now, 0
+            return
+        if self._last_retry_log is not None and now - self._last_retry_log < self.backoff.log_interval_s:
+            return
+        log.warning("%s: %s; attempt %d failed (%d since the last line), retrying in %.1fs", self.name, what,
+                    max(attempt, 1), self._retries_unlogged, delay)
+        self._last_retry_log, self._retries_unlogged = now, 0
 
     def read(self, timeout: float = 0.0) -> Frame | None:
         """The newest frame not yet handed out, waiting up to `timeout` seconds for one."""
@@ -402,11 +504,14 @@ class LiveSource(Source):
             return self._latest
 
     def close(self) -> None:
+        """Stop reading. A camera that never delivered a frame ends as an error: 0 frames is not a result."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self.backoff.open_timeout_s + 1)
+        if self._index == 0 and not self.status.finished:  # the thread is still stuck in its first open
+            self._set_status("error", f"never connected to {self.spec.display}")
         super().close()
 
 

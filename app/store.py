@@ -1,11 +1,13 @@
 """Where a run's results live while it runs: cameras, tracklets with their embeddings, identities, boxes.
 
-`Store` is the small interface the pipeline writes through (a PostgreSQL backend can come later);
-`SqliteStore` is the default, one file in the output folder. Writes are batched and committed at least once
-per `commit_interval` seconds, so a killed job loses at most that much, and WAL lets a viewer read while a
-batch writes. Every table has a natural key (camera, track id, frame) with UNIQUE constraints and upserts:
-re-running over the same footage replaces a camera's partial rows instead of duplicating them, and a camera
-marked done with the same fingerprint (source + settings) is skipped.
+`Store` is the small interface the pipeline writes through; `SqliteStore` is the default, one file in the
+output folder, and `PostgresStore` (app/store_postgres.py) is one server shared by many machines. Writes are
+batched and committed at least once per `commit_interval` seconds, so a killed job loses at most that much,
+and WAL lets a viewer read while a batch writes. Every table has a natural key (camera, track id, frame) with
+UNIQUE constraints and upserts: re-running over the same footage replaces a camera's partial rows instead of
+duplicating them, and a camera marked done with the same fingerprint (source + settings) is skipped. Starting
+a camera claims it for this process (app/store_claims.py): two processes never write one camera at once, in
+either backend.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Identity, Track, Tracklet
+from tracklink.app.store_claims import (DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner, local_owner_gone,
+                                        lost_claims_error)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LINK_THRESHOLD_KEY = "link_threshold"  # meta: the threshold batch last linked with; `tracklink link` reuses it
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,37 @@ class Store(ABC):
 
     @abstractmethod
     def start_camera(self, record: CameraRecord) -> None:
-        """Begin (or restart) a camera: its earlier rows, if any, are removed."""
+        """Claim the camera for this process, then begin (or restart) it: its earlier rows, if any, are removed."""
 
     @abstractmethod
-    def finish_camera(self, name: str, status: str, frames: int, error: str = "") -> None: ...
+    def finish_camera(self, name: str, status: str, frames: int, error: str = "") -> None:
+        """Record the camera's end and release this process's claim on it."""
+
+    # one writer per camera -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def claim_camera(self, name: str, owner: str | None = None, timeout_s: float | None = None) -> None:
+        """Make `owner` (default: this store's) the camera's only writer; raises TracklinkError naming the
+        current owner while that one is alive and its heartbeat younger than `timeout_s`."""
+
+    @abstractmethod
+    def heartbeat(self) -> None:
+        """Tell other processes that this store's claims are alive."""
+
+    @abstractmethod
+    def release_camera(self, name: str) -> None: ...
+
+    @abstractmethod
+    def allocate_global_ids(self, n: int) -> list[int]:
+        """`n` global ids that no process using this store has had or will get again."""
+
+    # small settings shared by the runs on one store (e.g. the link threshold batch used) -----------------
+
+    @abstractmethod
+    def meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None: ...
 
     @abstractmethod
     def add_appearances(self, tracks: Sequence[Track]) -> None: ...
@@ -80,10 +112,17 @@ class Store(ABC):
 
     @abstractmethod
     def set_global_ids(self, mapping: dict[str, int]) -> None:
-        """Relabel tracklets ({tracklet.key: global id}), e.g. after batch clustering."""
+        """Relabel tracklets ({tracklet.key: global id}), e.g. after batch clustering; later
+        `allocate_global_ids` calls return only ids above these."""
 
     @abstractmethod
     def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None: ...
+
+    @abstractmethod
+    def begin_relink(self) -> None:
+        """Until the next commit, be the only process re-linking this store: a re-link reads every tracklet
+        and rewrites the global ids as one step, so the last of two concurrent ones sees all of the first.
+        Other writers are not held up while it clusters."""
 
     @abstractmethod
     def identities(self) -> list[dict]: ...
@@ -143,11 +182,22 @@ CREATE INDEX IF NOT EXISTS appearances_track ON appearances (camera, track_id);
 CREATE INDEX IF NOT EXISTS tracklets_global ON tracklets (global_id);
 """
 
+# Schema version -> what it adds to the one before; a store records its version in meta('schema').
+_MIGRATIONS: dict[int, str] = {
+    2: """
+CREATE TABLE IF NOT EXISTS claims (camera TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS id_counter (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), next INTEGER NOT NULL);
+INSERT OR IGNORE INTO id_counter VALUES (1, 1 + MAX((SELECT COALESCE(MAX(global_id), 0) FROM tracklets),
+                                                   (SELECT COALESCE(MAX(global_id), 0) FROM identities)));
+""",
+}
+
 
 class SqliteStore(Store):
     """SQLite in WAL mode; one writer (the pipeline), any number of readers."""
 
-    def __init__(self, path: str | Path, commit_interval: float = 1.0):
+    def __init__(self, path: str | Path, commit_interval: float = 1.0, owner: str | None = None,
+                 claim_timeout: float = DEFAULT_CLAIM_TIMEOUT_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -155,19 +205,31 @@ class SqliteStore(Store):
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint, fast commits
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise TracklinkError(f"cannot open the store {self.path}: {exc}; delete it or choose another --out") \
                 from None
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise TracklinkError(f"{self.path} has store schema {row[0]}, this tracklink writes {SCHEMA_VERSION}; "
-                                 "use a new output folder")
-        self.db.commit()
         self.commit_interval = commit_interval
         self._last_commit = time.monotonic()
+        self.owner, self.claim_timeout = owner or default_owner(), claim_timeout
+        self._claimed: set[str] = set()
+        self._lost: set[str] = set()  # cameras another process took over while this one was silent
+        self._relink_lock: IO | None = None  # held from `begin_relink` to the next commit
+        self._last_heartbeat = time.monotonic()
+
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one recorded step at a time (version 1 is `_SCHEMA`)."""
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise TracklinkError(f"{self.path} has store schema {version}, this tracklink writes {SCHEMA_VERSION}; "
+                                 "upgrade tracklink or use a new output folder")
+        for step in sorted(v for v in _MIGRATIONS if v > version):
+            self.db.executescript(_MIGRATIONS[step])
+        self.db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (str(SCHEMA_VERSION),))
+        self.db.commit()
 
     # cameras ---------------------------------------------------------------------------------------------
 
@@ -182,7 +244,8 @@ class SqliteStore(Store):
         return [CameraRecord(*r) for r in rows]
 
     def start_camera(self, record: CameraRecord) -> None:
-        with self.db:  # one transaction: the old rows vanish and the camera restarts together
+        with self.db:  # one transaction: the claim is taken, the old rows vanish and the camera restarts together
+            self._claim(record.name, self.owner, self.claim_timeout)
             self.db.execute("DELETE FROM appearances WHERE camera=?", (record.name,))
             self.db.execute("DELETE FROM embeddings WHERE camera=?", (record.name,))
             self.db.execute("DELETE FROM tracklets WHERE camera=?", (record.name,))
@@ -197,7 +260,56 @@ class SqliteStore(Store):
     def finish_camera(self, name: str, status: str, frames: int, error: str = "") -> None:
         self.db.execute("UPDATE cameras SET status=?, frames=?, error=?, updated=? WHERE name=?",
                         (status, frames, error, time.time(), name))
+        self.release_camera(name)
         self.commit()
+
+    # one writer per camera -------------------------------------------------------------------------------
+
+    def claim_camera(self, name: str, owner: str | None = None, timeout_s: float | None = None) -> None:
+        with self.db:
+            self._claim(name, owner or self.owner, self.claim_timeout if timeout_s is None else timeout_s)
+
+    def _claim(self, name: str, owner: str, timeout_s: float) -> None:
+        # A write first: it takes SQLite's write lock, so the read and the decision below are not raced.
+        self.db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (name, owner, time.time()))
+        holder, beat = self.db.execute("SELECT owner, heartbeat FROM claims WHERE camera=?", (name,)).fetchone()
+        if holder != owner:
+            check_takeover(name, holder, time.time() - beat, timeout_s, local_owner_gone(holder))
+        self.db.execute("UPDATE claims SET owner=?, heartbeat=? WHERE camera=?", (owner, time.time(), name))
+        if owner == self.owner:
+            self._claimed.add(name)
+            self._lost.discard(name)
+
+    def heartbeat(self) -> None:
+        self._beat()
+        if not self._lost:  # with a camera lost, its pending rows must not land: the next commit refuses them
+            self.commit()
+
+    def _beat(self) -> None:
+        for name in self._claimed - self._lost:
+            if self.db.execute("UPDATE claims SET heartbeat=? WHERE camera=? AND owner=?",
+                               (time.time(), name, self.owner)).rowcount == 0:
+                self._lost.add(name)
+        self._last_heartbeat = time.monotonic()
+
+    def release_camera(self, name: str) -> None:
+        self.db.execute("DELETE FROM claims WHERE camera=? AND owner=?", (name, self.owner))
+        self._claimed.discard(name)
+
+    def allocate_global_ids(self, n: int) -> list[int]:
+        if n < 1:
+            return []
+        # The counter row stays write-locked until this connection commits: no other process reads it before.
+        first = self.db.execute("UPDATE id_counter SET next = next + ? RETURNING next - ?", (n, n)).fetchall()[0][0]
+        return list(range(first, first + n))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, str(value)))
 
     # rows ------------------------------------------------------------------------------------------------
 
@@ -242,6 +354,8 @@ class SqliteStore(Store):
             camera, _, track_id = key.rpartition("/")
             rows.append((int(gid), camera, int(track_id)))
         self.db.executemany("UPDATE tracklets SET global_id=? WHERE camera=? AND track_id=?", rows)
+        if rows:
+            self.db.execute("UPDATE id_counter SET next = MAX(next, ?)", (max(r[0] for r in rows) + 1,))
 
     def put_identities(self, identities: Iterable[Identity], replace_all: bool = False) -> None:
         if replace_all:
@@ -252,6 +366,20 @@ class SqliteStore(Store):
             "last_seen=excluded.last_seen",
             [(i.global_id, len(i.members), json.dumps(i.cameras), i.first_seen, i.last_seen)
              for i in identities if i.members])
+
+    def begin_relink(self) -> None:
+        # A lock file, not SQLite's one write lock: held through a long clustering, that would stall every
+        # other writer of the file (a viewer) past its busy timeout.
+        import fcntl
+
+        if self._relink_lock is None:
+            self._relink_lock = open(self.path.with_name(self.path.name + ".relink.lock"), "a")
+            fcntl.flock(self._relink_lock, fcntl.LOCK_EX)
+
+    def _end_relink(self) -> None:
+        if self._relink_lock is not None:
+            self._relink_lock.close()  # closing the file releases its lock
+            self._relink_lock = None
 
     def identities(self) -> list[dict]:
         rows = self.db.execute("SELECT global_id, num_tracklets, cameras, first_seen, last_seen FROM identities "
@@ -273,22 +401,41 @@ class SqliteStore(Store):
         return time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
+        if self._claimed and time.monotonic() - self._last_heartbeat >= self.claim_timeout / 3:
+            self._beat()
+        if self._lost:
+            self.db.rollback()
+            self._end_relink()
+            raise lost_claims_error(self._lost)
         self.db.commit()
+        self._end_relink()
         self._last_commit = time.monotonic()
 
     def close(self) -> None:
         try:
-            self.db.commit()
+            if self._lost:  # another process writes those cameras now: nothing pending may land
+                self.db.rollback()
+            else:
+                for name in list(self._claimed):  # an unfinished camera resumes on the next run, from any process
+                    self.release_camera(name)
+                self.db.commit()
         finally:
+            self._end_relink()
             self.db.close()
 
 
-def open_store(url: str | Path) -> Store:
-    """A store from a path (SQLite) or, later, a `postgresql://` URL."""
-    text = str(url)
-    if text.startswith(("postgres://", "postgresql://")):
-        raise TracklinkError("the PostgreSQL store is not implemented yet; use a SQLite file path")
-    return SqliteStore(text)
+def is_server_url(url: str | Path) -> bool:
+    return str(url).startswith(("postgres://", "postgresql://"))
 
 
-__all__ = ["Appearance", "CameraRecord", "SqliteStore", "Store", "open_store"]
+def open_store(url: str | Path, **options) -> Store:
+    """A store from a path (SQLite) or a `postgresql://user@host:port/db` URL; `options` go to its constructor."""
+    if is_server_url(url):
+        from tracklink.app.store_postgres import PostgresStore  # psycopg only where a server is used
+
+        return PostgresStore(str(url), **options)
+    return SqliteStore(str(url), **options)
+
+
+__all__ = ["Appearance", "CameraRecord", "LINK_THRESHOLD_KEY", "SqliteStore", "Store", "is_server_url",
+           "open_store"]

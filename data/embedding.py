@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from tracklink.data.datasets import LabelledTracklet
 from tracklink.models.preprocess import read_image
+from tracklink.utils.progress import bar_disabled
 
 # crops -> embeddings (N, D), or (embeddings, attention (N,)) for CAA pooling
 EmbedFn = Callable[[list[np.ndarray]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
@@ -48,7 +49,7 @@ def embed_frames(embed: EmbedFn, frame_lists: Sequence[Sequence], batch_size: in
     mine = frames[rank::world_size]
     blocks: list[np.ndarray] = []
     weighted = False
-    with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(mine), desc=desc, unit="img", disable=bar_disabled(progress), leave=False) as bar:
         for start in range(0, len(mine), batch_size):
             chunk = mine[start:start + batch_size]
             block, weighted = _embed_block(embed, [read_image(p) for _, p in chunk])

@@ -45,10 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (default: ~/.cache/tracklink)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--parity-crops", default=None,
-                   help="crops for the parity check (default: the shared crops, else random tensors)")
+                   help="crops for the parity check (default: random tensors, with a warning; give real crops)")
     p.add_argument("--parity-limit", type=int, default=256, help="at most this many parity crops")
     p.add_argument("--imgsz", type=int, default=640, help="ultralytics detector input size")
     p.add_argument("--dynamic", action="store_true", help="ultralytics detector: dynamic input shape")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled ultralytics .pt from a path as --detector (loading a pickle runs its code); "
+                        "the published yolo11n.pt needs no flag: it is checked against its sha256")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +81,7 @@ def _export_reid_onnx(args: argparse.Namespace) -> dict[str, Any]:
     model, meta = load_source(args.model)
     result = export_onnx(model, meta, args.out, opset=args.opset, parity_crops=args.parity_crops,
                          parity_limit=args.parity_limit, int8_calib=args.calib if args.int8 else None,
-                         calib_limit=args.calib_limit, calib_method=args.calib_method)
+                         calib_limit=args.calib_limit, calib_method=args.calib_method, source=args.model)
     return result.to_dict()
 
 
@@ -97,7 +100,7 @@ def _export_reid_engine(args: argparse.Namespace) -> dict[str, Any]:
         onnx_path = out.with_suffix(".onnx")
         model, meta = load_source(args.model)
         summary["onnx"] = export_onnx(model, meta, onnx_path, opset=args.opset, parity_crops=args.parity_crops,
-                                      parity_limit=args.parity_limit).to_dict()
+                                      parity_limit=args.parity_limit, source=args.model).to_dict()
     sidecar = build_engine(onnx_path, out, precision=_precision(args),
                            batch=(args.batch_min, args.batch_opt, args.batch_max), workspace_mib=args.workspace,
                            calib_dir=args.calib, calib_limit=args.calib_limit, timing_cache=args.timing_cache)
@@ -120,9 +123,21 @@ def _export_detector(args: argparse.Namespace) -> dict[str, Any]:
     family, sep, rest = args.detector.partition(":")
     if sep and family.lower() == "yolox":
         return _export_yolox(args, Path(rest))
+    from tracklink.models.checkpoint import untrusted_pickle_error
+    from tracklink.models.weights import DETECTORS, fetch_detector
+
+    if args.detector in DETECTORS:  # the published file, checksum-verified; never a same-named local file
+        path = fetch_detector(args.detector)
+        if not args.out:
+            args.out = str(Path(args.detector).with_suffix(".onnx" if args.format == "onnx" else ".engine"))
+        return _export_ultralytics(args, path)
     path = Path(args.detector)
     if path.suffix.lower() != ".pt":
         raise TracklinkError(f"--detector {args.detector}: give an ultralytics .pt, or yolox:PATH.onnx for YOLOX")
+    if not path.is_file():
+        raise TracklinkError(f"detector weights not found: {path}")
+    if not args.trust_pickle:
+        raise untrusted_pickle_error(path)
     return _export_ultralytics(args, path)
 
 

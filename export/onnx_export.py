@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from tracklink import TracklinkError
+from tracklink.export.source_checkpoint import source_record
 from tracklink.models.checkpoint import IMAGENET_MEAN, IMAGENET_STD, ModelMeta
 from tracklink.utils.files import atomic_path
 from tracklink.utils.suffixes import IMAGE_SUFFIXES, is_image
@@ -258,10 +259,13 @@ def load_source(path: str | os.PathLike) -> tuple["ReIDModel", ModelMeta]:
         raise TracklinkError(f"model not found: {path}")
     if path.suffix.lower() == ".pt":
         return load_checkpoint(path)
-    if path.suffix.lower() == ".onnx" and META_KEY in {p.key for p in load_onnx(path, False).metadata_props}:
-        # import_weights maps third-party OSNet exports; ours carry the checkpoint they came from instead.
-        raise TracklinkError(f"{path} is a tracklink export: open the checkpoint (.pt) it was exported from for "
-                             "PyTorch, or run this file on onnxruntime")
+    if path.suffix.lower() == ".onnx":
+        props = {p.key: p.value for p in load_onnx(path, False).metadata_props}
+        if META_KEY in props:
+            # import_weights maps third-party OSNet exports; ours name the checkpoint they came from instead.
+            from tracklink.export.source_checkpoint import find_source
+
+            return load_source(find_source(path, json.loads(props[META_KEY])))
     return import_weights(path)
 
 
@@ -286,8 +290,12 @@ def _trace_to_onnx(model: "ReIDModel", meta: ModelMeta, path: Path, opset: int) 
 def export_onnx(model: "ReIDModel", meta: ModelMeta, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 parity_crops: str | os.PathLike | None = None, parity_limit: int | None = 256,
                 int8_calib: str | os.PathLike | None = None, calib_limit: int | None = 256,
-                calib_method: str = "minmax", for_tensorrt: bool = False) -> OnnxExport:
+                calib_method: str = "minmax", for_tensorrt: bool = False,
+                source: str | os.PathLike | None = None) -> OnnxExport:
     """Trace, check, simplify, embed metadata, verify parity, then move the file into place.
+
+    `source`, the file the model was loaded from, is recorded in the metadata with its sha256, so PyTorch
+    can find the same weights again (`source_checkpoint.find_source`).
 
     With `int8_calib`, the verified float graph is quantised to QDQ INT8 (see `quantize_int8`) and the
     INT8 file is verified against PyTorch with the INT8 gate instead.
@@ -307,7 +315,7 @@ def export_onnx(model: "ReIDModel", meta: ModelMeta, out: str | os.PathLike, *, 
         proto = onnxslim.slim(proto)
         onnx.checker.check_model(proto, full_check=True)
         flush_denormal_weights(proto)
-        set_onnx_meta(proto, meta, precision="fp32")
+        set_onnx_meta(proto, meta, precision="fp32", **source_record(source))
         onnx.save(proto, str(tmp))
 
         batch, inputs = parity_batch(meta, parity_crops, parity_limit)
@@ -406,6 +414,9 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out: str | os.PathLike, calib_di
     import onnx
 
     proto = onnx.load(str(out))
-    if META_KEY in props:  # keep our metadata, marked as INT8
-        set_onnx_meta(proto, ModelMeta.from_dict(json.loads(props[META_KEY])), precision="int8")
+    if META_KEY in props:  # keep our metadata (and the source record), marked as INT8
+        kept = json.loads(props[META_KEY])
+        known = ModelMeta.from_dict(kept)
+        extras = {k: v for k, v in kept.items() if k not in known.to_dict()}
+        set_onnx_meta(proto, known, **{**extras, "precision": "int8"})
     onnx.save(proto, str(out))

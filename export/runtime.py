@@ -230,17 +230,34 @@ def open_embedder(path: str | os.PathLike, backend: str | None = None, device: s
     name = resolve_backend(path, backend)
     suffix = path.suffix.lower()
     if name == "torch":
-        return _torch_embedder(path, device, **opts)
+        return probe_embedder(_torch_embedder(path, device, **opts), path)
     if name == "onnxruntime":
         if suffix in ENGINE_SUFFIXES:
             raise TracklinkError(f"{path} is a TensorRT engine; onnxruntime needs the ONNX it was built from")
         if suffix != ".onnx":
-            return _ort_from_checkpoint(path, device, **opts)
-        return _ort_embedder(path, device, **opts)
+            return probe_embedder(_ort_from_checkpoint(path, device, **opts), path)
+        return probe_embedder(_ort_embedder(path, device, **opts), path)
     if suffix not in ENGINE_SUFFIXES:
         raise TracklinkError(f"the tensorrt backend runs built engines; build one first: "
                              f"tracklink export --model {path} --format engine --out {path.with_suffix('.engine')}")
-    return _trt_embedder(path, device, **opts)
+    return probe_embedder(_trt_embedder(path, device, **opts), path)
+
+
+def probe_embedder(embedder: Embedder, path: Path) -> Embedder:
+    """Run one blank crop through a freshly opened model, so that a model that cannot embed (wrong channel
+    count, a detector given as --reid, a graph that fails at run time) is reported now, naming its file,
+    and not as a runtime traceback at the first person of the first video."""
+    h, w = embedder.meta.input_size
+    try:
+        out = np.asarray(embedder.runner(np.zeros((1, 3, h, w), np.float32)))
+    except Exception as exc:  # each runtime raises its own types; all mean "this file is not a usable model"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TracklinkError(f"{path} cannot embed a 3x{h}x{w} crop ({first}); give a re-ID model whose input "
+                             "is (N, 3, H, W) images and whose output is (N, D) embeddings") from None
+    if out.ndim != 2 or out.shape[0] != 1:
+        raise TracklinkError(f"{path} returns shape {list(out.shape)} for one crop, not (1, D) embeddings; is it a "
+                             "re-ID model? (a detector goes to --detector)")
+    return embedder
 
 
 def _ort_from_checkpoint(path: Path, device: str | None, **opts: Any) -> Embedder:

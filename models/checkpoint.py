@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,36 @@ def save_checkpoint(path: str | os.PathLike, model: ReIDModel, meta: ModelMeta,
     atomic_torch_save(payload, path)
 
 
+# Formats ultralytics opens without unpickling: ONNX (metadata read with ast.literal_eval) and its TensorRT
+# engines (a JSON header). Everything else (.pt, .pth, .torchscript, ...) goes through torch.load with
+# weights_only=False, i.e. runs whatever code the file names.
+PICKLE_FREE_SUFFIXES = (".onnx", ".engine")
+
+
+def untrusted_pickle_error(path: str | Path, flag: str = "--detector") -> TracklinkError:
+    """The one-line refusal for a pickled model from an arbitrary path."""
+    return TracklinkError(f"{flag} {path} is a pickled model, and loading a pickle runs any code it holds; "
+                          "pass --trust-pickle if you trust this file, or export it to ONNX "
+                          "(`yolo export model=... format=onnx` on a trusted machine) and pass the .onnx")
+
+
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, without PyTorch's advice to retry unsafely.
+
+    PyTorch's message suggests `weights_only=False`, which would run the very code it just refused.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "Weights only load failed" in text:
+        named = _UNSUPPORTED_GLOBAL.search(text)
+        what = f" ({named.group(1)})" if named else ""
+        return f"it holds Python objects{what}, not only tensors, and tracklink never unpickles those"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load the raw payload safely, with errors that name the file and what to do."""
     path = Path(path)
@@ -83,8 +114,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights_only errors all mean "not a checkpoint we can trust"
         raise TracklinkError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
-            "Is it a tracklink checkpoint? Convert torchreid .pth or OSNet ONNX files with `tracklink import-weights`."
+            f"cannot read checkpoint {path}: {describe_load_error(exc)}. Is it a tracklink checkpoint? Convert torchreid .pth or OSNet ONNX files with `tracklink import-weights`."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != "tracklink":
         raise TracklinkError(

@@ -128,7 +128,9 @@ def import_osnet_onnx(path: str | Path) -> tuple[ReIDModel, ModelMeta]:
 
 
 def import_torchreid(path: str | Path, arch: str | None = None) -> tuple[ReIDModel, ModelMeta]:
-    """Load a torchreid OSNet checkpoint (plain or {'state_dict': ...}, optionally 'module.'-prefixed)."""
+    """Load a torchreid OSNet or ResNet-50 checkpoint, or torchvision ResNet-50 weights (plain or
+    {'state_dict': ...}, optionally 'module.'-prefixed); the classifier (torchreid) and fc (torchvision) are
+    left out: a re-ID model gets its own head."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,11 +141,14 @@ def import_torchreid(path: str | Path, arch: str | None = None) -> tuple[ReIDMod
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise TracklinkError(f"{path} holds no state dict")
-    state = {re.sub(r"^module\.", "", k): v for k, v in state.items() if not k.startswith(("classifier.", "module.classifier."))}
+    state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     if arch is None:
-        arch = _osnet_arch(state.get("conv1.conv.weight"))
+        arch = _osnet_arch(state.get("conv1.conv.weight")) or ("resnet50" if "layer4.2.conv3.weight" in state else None)
         if arch is None:
             raise TracklinkError(f"{path}: cannot tell the architecture; pass --arch")
+    if arch == "resnet50":  # torchvision's ImageNet head; OSNet's own fc is part of its backbone
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     model = build_model(arch, num_classes=0).eval()
     try:
         result = model.backbone.load_state_dict(state, strict=False)

@@ -139,3 +139,45 @@ def test_cli_detector_errors(yolox_onnx, capsys):
     assert "already ONNX" in capsys.readouterr().err
     assert main(["export", "--detector", str(yolox_onnx), "--format", "engine"]) == 2
     assert "yolox:PATH.onnx" in capsys.readouterr().err
+
+
+def _bench(model: Path, capsys) -> tuple[int, str, str]:
+    rc = main(["bench", "--model", str(model), "--backends", "torch,onnxruntime", "--batch", "2", "--iters", "1",
+               "--warmup", "0", "--json"])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_bench_finds_the_checkpoint_an_export_came_from(osnet_checkpoint, pku_dir, tmp_path, capsys):
+    """`bench --backends torch,onnxruntime` on a tracklink export runs PyTorch on its source checkpoint: at the
+    recorded path, else beside the ONNX; a changed or missing checkpoint is named, with the flag to use."""
+    source = tmp_path / "runs" / "model.pt"
+    source.parent.mkdir()
+    source.write_bytes(osnet_checkpoint.read_bytes())
+    out = tmp_path / "osnet.onnx"
+    assert main(["export", "--model", str(source), "--format", "onnx", "--out", str(out), "--parity-crops",
+                 str(pku_dir), "--parity-limit", "8"]) == 0
+    recorded = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["tracklink"])
+    assert recorded["exported_from"] == str(source.resolve()) and len(recorded["exported_from_sha256"]) == 64
+    assert read_onnx_meta(out) == load_checkpoint(source)[1]  # the record is beside the metadata, not in it
+    capsys.readouterr()
+
+    rc, stdout, _ = _bench(out, capsys)
+    assert rc == 0
+    backends = {row["backend"].split(":")[0] for row in json.loads(stdout)["results"]}
+    assert backends == {"torch", "onnxruntime"}
+
+    moved = tmp_path / "deploy"
+    moved.mkdir()
+    (moved / "osnet.onnx").write_bytes(out.read_bytes())
+    source.rename(moved / "model.pt")  # moved together: found beside the ONNX
+    assert _bench(moved / "osnet.onnx", capsys)[0] == 0
+
+    with (moved / "model.pt").open("ab") as f:  # training went on and rewrote it
+        f.write(b"\0")
+    rc, _, err = _bench(moved / "osnet.onnx", capsys)
+    assert rc == 2 and "has changed since" in err and "--backends onnxruntime,torch=CHECKPOINT.pt" in err
+    (moved / "model.pt").unlink()
+    rc, _, err = _bench(moved / "osnet.onnx", capsys)
+    assert rc == 2 and "which is not at" in err and str(source.resolve()) in err
+    assert "--backends onnxruntime,torch=CHECKPOINT.pt" in err

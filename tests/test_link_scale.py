@@ -16,7 +16,8 @@ from tracklink.app.link.constraints import CameraMeans
 from tracklink.app.link.gallery import SEARCH_K
 from tracklink.app.link.graph_linkage import graph_average_linkage
 from tracklink.app.link.index import VectorIndex, knn_graph
-from tracklink.app.link.linkage import average_linkage, cannot_link_matrix
+from tracklink.app.link.constraints import cannot_link_matrix
+from tracklink.models.linkage import average_linkage
 from tracklink.app.records import Tracklet
 
 AGREEMENT = 0.99  # pairwise F1 of the graph method's partition against the exact one (issue 10: within 0.01)
@@ -271,5 +272,4 @@ def test_gallery_ttl_is_a_session_flag():
     parser = argparse.ArgumentParser()
     add_session_arguments(parser)
     args = parser.parse_args(["--gallery-ttl", "3600"])
-    assert args.gallery_ttl == 3600.0
-    assert SessionOptions(gallery_ttl=args.gallery_ttl).session_options().gallery_ttl == 3600.0
+    assert args.gallery_ttl == 3600.0 and SessionOptions(gallery_ttl=args.gallery_ttl).gallery_ttl == 3600.0

@@ -35,6 +35,22 @@ def test_resnet50_builds_without_download() -> None:
     assert model(torch.randn(1, 3, 256, 128)).shape == (1, 2048)
 
 
+def test_resnet50_imports_torchvision_weights(tmp_path: Path) -> None:
+    """torchvision's layout (with its ImageNet fc) loads by name; the architecture is recognised."""
+    import torchvision
+
+    from tracklink.models.onnx_import import import_weights
+
+    reference = torchvision.models.resnet50(weights=None).eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, tmp_path / "r50.pth")
+    model, meta = import_weights(tmp_path / "r50.pth")
+    assert meta.arch == "resnet50"
+    ours = model.backbone.state_dict()
+    for key, value in reference.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(ours[key], value), key
+
+
 def test_unknown_architecture_is_a_clear_error() -> None:
     with pytest.raises(TracklinkError, match="unknown architecture 'osnet_x9'.*osnet_x0_25"):
         build_model("osnet_x9")

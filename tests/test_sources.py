@@ -4,6 +4,8 @@ live source that reconnects (a file replayed as a stream) or cannot connect (a d
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,3 +161,115 @@ def test_redact_hides_passwords_with_at_signs_and_query_secrets() -> None:
     assert redact("cannot open rtsp://admin:p@ss@10.0.0.5/live") == "cannot open rtsp://***@10.0.0.5/live"
     assert "s3cret" not in redact("http://cam.local/video.mjpg?user=admin&pwd=s3cret&res=hd")
     assert redact("http://cam.local/video.mjpg?res=hd") == "http://cam.local/video.mjpg?res=hd"
+
+
+def test_stream_passwords_never_reach_stderr(tmp_path: Path):
+    """A dead stream whose password holds an escaped character and whose query holds a token: nothing below
+    us (OpenCV's image-sequence fallback, FFmpeg) may print the URL. A fresh process, so that stderr is
+    exactly what a user would see."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "from tracklink.app.sources import Backoff, LiveSource, parse_source\n"
+        "s = LiveSource(parse_source(sys.argv[1]), Backoff(initial=0.01, attempts=2, open_timeout_s=2))\n"
+        "s.open(); s._thread.join(30); print('state', s.status.state, file=sys.stderr)\n")
+    for url in ("rtsp://user:pa%40ss@127.0.0.1:9/stream?token=T0KEN", "http://user:pa%40ss@127.0.0.1:9/x?apikey=T0KEN"):
+        done = subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=120)
+        err = done.stdout + done.stderr
+        assert "state error" in err, err[-2000:]
+        assert "pa%40ss" not in err and "T0KEN" not in err, err[-2000:]
+        assert "127.0.0.1" in err  # the camera is still identifiable
+
+
+def test_redact_hides_raw_slashes_and_secret_query_values() -> None:
+    assert redact("rtsp://user:pa/ss@127.0.0.1:9/stream") == "rtsp://***@127.0.0.1:9/stream"
+    assert redact("rtsp://u:a/b@c@host/live") == "rtsp://***@host/live"
+    hidden = redact("https://cam/x.mjpg?apikey=K1&access_token=K2&X-Amz-Signature=K3&secret=K4&auth=K5&"
+                    "password=K6&pass=K7&api%5Fkey=K8&res=hd")
+    assert not any(f"K{i}" in hidden for i in range(1, 9)), hidden
+    assert hidden.endswith("&res=hd")
+    spec = parse_source("rtsp://user:pa/ss@127.0.0.1:9/stream?apikey=K1")
+    assert "pa/ss" not in spec.display and "K1" not in spec.display and "pa" not in spec.name
+
+
+def _noise_video(path: Path, fourcc: str, frames: int = 60) -> Path:
+    """Frames that compress badly (so 64 KiB is a stretch of frames, not the whole file), each one distinct."""
+    rng = np.random.default_rng(7)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (320, 240))
+    for k in range(frames):
+        image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        cv2.putText(image, str(k), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_damaged_stretch_is_skipped_and_counted(tmp_path: Path):
+    """64 KiB of random bytes in the middle of an mp4: the frames after the damage are still read, at their
+    true file time, and the lost ones are counted."""
+    path = _noise_video(tmp_path / "clip.mp4", "mp4v")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 65536] = np.random.default_rng(1).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    source = make_source(str(path))
+    source.open()
+    frames = list(source)
+    indices = [f.index for f in frames]
+    assert source.status.state == "ended", source.status
+    assert indices[-1] >= 59, f"reading stopped at frame {indices[-1]} of 60"
+    assert source.skipped_frames > 0 and len(frames) + source.skipped_frames == indices[-1]
+    assert all(b > a for a, b in zip(indices, indices[1:]))
+    assert all(abs(f.timestamp - (f.index - 1) / 10.0) < 1e-9 for f in frames)
+
+
+def test_recording_that_ends_early_is_an_error(tmp_path: Path):
+    """An AVI cut in half ends long before its stated length: an error (so a re-run retries it), not an end."""
+    path = _noise_video(tmp_path / "clip.avi", "MJPG")
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    source = make_source(str(path))
+    source.open()
+    frames = list(source)
+    assert 0 < len(frames) < 60
+    assert source.status.state == "error" and "truncated or damaged" in source.status.reason
+
+
+def test_every_reconnect_attempt_is_logged_at_a_bounded_rate(caplog):
+    """Retries after the first change of state are logged too: each one when the interval allows it, and
+    with a long interval only the first (no flood from a camera that is down for hours)."""
+    caplog.set_level(logging.WARNING, logger="tracklink")
+    for interval, expected in ((None, 1), (0.0, 5)):  # 5 retries, then it gives up; None: the default interval
+        caplog.clear()
+        rate = {} if interval is None else {"log_interval_s": interval}
+        dead = LiveSource(parse_source("rtsp://admin:hunter2@127.0.0.1:9/stream"),
+                          Backoff(initial=0.01, maximum=0.01, attempts=5, open_timeout_s=1.0, **rate))
+        dead.open()
+        dead._thread.join(60)
+        retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        assert len(retries) == expected, retries
+        assert dead.status.state == "error" and "hunter2" not in caplog.text
+        dead.close()
+
+
+def test_live_camera_that_never_connected_is_an_error(caplog):
+    """Stopped (Ctrl-C, end of run) before its first frame: 0 frames is not a finished camera."""
+    dead = LiveSource(parse_source("cam=rtsp://127.0.0.1:9/stream"), Backoff(initial=0.01, maximum=0.05,
+                                                                             open_timeout_s=1.0))
+    dead.open()
+    while dead.status.reason == "connecting":  # one connection attempt failed, retries go on
+        time.sleep(0.01)
+    dead.close()
+    assert dead.status.state == "error" and "never connected" in dead.status.reason, dead.status
+
+
+def test_skipped_dot_folders_are_reported(tmp_path: Path, caplog):
+    from tracklink.app.match import read_crop_layout
+
+    for cam, trk in (("cam1", "t1"), ("cam1", ".t2"), (".cam2", "t1")):
+        (tmp_path / cam / trk).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / cam / trk / "0.png"), np.zeros((8, 4, 3), np.uint8))
+    caplog.set_level(logging.WARNING, logger="tracklink")
+    layout = read_crop_layout(tmp_path)
+    assert [(c, t) for c, t, _ in layout] == [("cam1", "t1")]
+    assert "skipped 2 folder(s)" in caplog.text and ".cam2" in caplog.text and ".t2" in caplog.text

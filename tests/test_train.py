@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -59,6 +60,8 @@ def test_train_writes_a_checkpoint_that_eval_accepts(tiny_data: Path, tmp_path: 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(np.isfinite(r["mean_loss"]) for r in log)
+    assert (out / "results.csv").is_file() and (out / "results.png").is_file()
+    assert not (out / "best.pt").exists()  # best.pt needs held-out ids to be measured on
     config = (out / "config.yaml").read_text()
     assert "input_size:\n- 64\n- 32" in config  # the YAML value survived, the flags overrode the rest
     assert main(["eval", "--model", str(out / "last.pt"), "--data", f"folder:{tiny_data}", "--json",
@@ -66,6 +69,19 @@ def test_train_writes_a_checkpoint_that_eval_accepts(tiny_data: Path, tmp_path: 
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("image_rank1", "image_mAP", "tracklet_rank1", "tracklet_mAP", "image_rank5"):
         assert 0.0 <= result[key] <= 1.0
+    assert result["pooling"] == "mean"
+
+    # The checkpoint kept its classifier, so class-aware attention pooling runs end to end; an ONNX has none.
+    assert main(["eval", "--model", str(out / "last.pt"), "--data", f"folder:{tiny_data}", "--json",
+                 "--no-progress", "--pooling", "caa"]) == 0
+    caa = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert caa["pooling"] == "caa" and caa["image_mAP"] == result["image_mAP"]  # frames are pooled, not images
+    assert main(["export", "--model", str(out / "last.pt"), "--format", "onnx", "--out", str(out / "m.onnx"),
+                 "--parity-crops", str(tiny_data)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out / "m.onnx"), "--data", f"folder:{tiny_data}", "--no-progress",
+                 "--pooling", "caa"]) == 2
+    assert "classifier" in capsys.readouterr().err
 
 
 def test_ablation_losses_all_train(tiny_data: Path, tmp_path: Path) -> None:
@@ -110,6 +126,43 @@ def test_kill_mid_epoch_and_resume_is_bit_for_bit(tmp_path: Path) -> None:
     assert [r["loss"] for r in lines] == [r["loss"] for r in ref_lines]
     ref, res = _state(reference / "last.pt"), _state(killed / "last.pt")
     assert all(torch.equal(ref[k], res[k]) for k in ref)
+    assert not list(killed.glob("*.tmp")), "a checkpoint write cut off by the kill left its temp file"
+
+
+def test_onnx_init_leaves_every_thread_flushing_denormals(tmp_path: Path, osnet_onnx: Path) -> None:
+    """Resume is bit-for-bit only if every thread of every run rounds alike. An --init from an ONNX
+    re-estimates BN statistics before training; that work started the CPU thread pool before denormal
+    flushing (a per-thread mode that new threads inherit) was set, so the workers of a fresh run computed
+    without it while those of a resumed run flushed: BN statistics about 1e-38 apart. After setting up a
+    trainer (in a fresh process), a product that underflows must be zero on every thread, and the model
+    must hold no denormal value."""
+    data = _write_identity_folder(tmp_path / "ids", n_ids=6)
+    script = (
+        "import sys, torch\n"
+        "torch.set_num_threads(max(2, torch.get_num_threads()))  # a pool with workers, even on one core\n"
+        "from tracklink.train.config import TrainConfig\n"
+        "from tracklink.train.engine import Trainer\n"
+        "cfg = TrainConfig(data=sys.argv[1], init=sys.argv[2], out=sys.argv[3], device='cpu', workers=0, p=3)\n"
+        "t = Trainer(cfg)\n"
+        "tiny = lambda v: int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum())\n"
+        "product = torch.full((1 << 22,), 1e-30) * 1e-10  # split across the thread pool\n"
+        "model = sum(tiny(v) for v in t.model.state_dict().values() if v.is_floating_point())\n"
+        "print(tiny(product), model, torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # ultralytics' import sets it to 1
+    done = subprocess.run([sys.executable, "-c", script, f"folder:{data}", str(osnet_onnx), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    underflowed, in_model, threads = map(int, done.stdout.split())
+    assert underflowed == 0, f"{underflowed} denormal results: some of {threads} threads do not flush"
+    assert in_model == 0
+
+
+def test_stale_checkpoint_temp_file_is_cleaned_up(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.k1lled00.tmp").write_bytes(b"")  # what a SIGKILL during a checkpoint write leaves
+    assert main(_train_args(tiny_data, out, "--epochs", "1")) == 0
+    assert (out / "last.pt").is_file() and not list(out.glob("*.tmp"))
 
 
 def test_sigterm_saves_and_exits_with_a_resume_hint(tmp_path: Path) -> None:
@@ -168,3 +221,59 @@ def test_resume_needs_the_same_options_but_not_the_init_file(tiny_data: Path, tm
     capsys.readouterr()
     assert main(_train_args(tiny_data, out, "--resume", "--lr", "0.5")) == 2
     assert "--resume with a different lr" in capsys.readouterr().err
+
+
+def _crops_layout(ids: Path, dst: Path) -> Path:
+    """The identity folder as `tracklink match` crops: DST/<camera>/<pid>/<frame>.png."""
+    for image in ids.glob("*/*.png"):
+        cam = image.stem.split("_")[0]
+        (dst / cam / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (dst / cam / image.parent.name / image.name).write_bytes(image.read_bytes())
+    return dst
+
+
+def test_eval_ids_give_results_best_checkpoint_and_a_threshold_match_accepts(tmp_path: Path, capsys,
+                                                                              caplog) -> None:
+    data = _write_identity_folder(tmp_path / "ids", n_ids=8)
+    out = tmp_path / "run"
+    assert main(_train_args(data, out, "--ids", "1-6", "--eval-ids", "7-8", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # epoch 0: the held-out starting point
+    assert rows[0]["mean_loss"] == "" and all(float(r["mean_loss"]) > 0 for r in rows[1:])
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("eval_image_rank1", "eval_tracklet_mAP"))
+    picture = cv2.imread(str(out / "results.png"))
+    assert picture is not None and picture.shape[0] > 200 and picture.shape[1] > 400
+
+    # best.pt is a model (no training state) from the epoch with the best held-out image mAP, with its
+    # own calibrated threshold; last.pt carries the last epoch's.
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert "train_state" not in best and summary["best"] == str(out / "best.pt")
+    trained = [r for r in rows if int(r["epoch"]) > 0]
+    best_row = max(trained, key=lambda r: float(r["eval_image_mAP"]))  # the first of equals, as training keeps
+    assert best["meta"]["link_threshold"] == pytest.approx(float(best_row["link_threshold"]))
+    last_meta = torch.load(out / "last.pt", weights_only=True)["meta"]
+    assert last_meta["link_threshold"] == pytest.approx(float(rows[-1]["link_threshold"]))
+    assert -1.0 <= last_meta["link_threshold"] <= 1.0 and summary["link_threshold"] == last_meta["link_threshold"]
+    assert last_meta["classes"] == [f"{i:04d}" for i in range(6)]
+
+    # `match` accepts the fresh model at once: the threshold came with it.
+    crops = _crops_layout(data, tmp_path / "crops")
+    assert main(["match", "--data", str(crops), "--model", str(out / "last.pt"), "--out", str(tmp_path / "links.json"),
+                 "--no-progress"]) == 0
+    links = json.loads((tmp_path / "links.json").read_text())
+    assert len(links) == 16 and all(isinstance(g, int) for g in links.values())
+
+    # calibrate names the training identities it is given, and stays quiet on held-out ones.
+    capsys.readouterr()
+    caplog.clear()
+    assert main(["calibrate", "--model", str(out / "last.pt"), "--data", f"folder:{data}", "--ids", "5-8",
+                 "--no-progress"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 of the 4 calibration identities (0004, 0005)" in m for m in warned), warned
+    assert json.loads(capsys.readouterr().out)["ids_seen_in_training"] == 2
+    caplog.clear()
+    assert main(["calibrate", "--model", str(out / "last.pt"), "--data", f"folder:{data}", "--ids", "7-8",
+                 "--no-progress"]) == 0
+    assert not [r for r in caplog.records if "trained on" in r.getMessage()]

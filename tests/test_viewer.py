@@ -22,6 +22,7 @@ from tracklink.app.store import SqliteStore  # noqa: E402
 from tracklink.app.viewer.settings import ViewerOptions, ViewerSettings  # noqa: E402
 from tracklink.app.viewer.window import MainWindow  # noqa: E402
 
+from fixtures_postgres import postgres_server  # noqa: E402,F401  (pytest fixture)
 from fixtures_video import write_camera  # noqa: E402
 
 FRAMES = 120  # more than the test needs: the cameras must still be running at its end
@@ -200,6 +201,51 @@ def test_model_that_does_not_load_is_a_dialog(qtbot, cameras, yolox_onnx, settin
     close_window(qtbot, window)
 
 
+def test_grid_shape_follows_the_cameras_aspect() -> None:
+    from tracklink.app.viewer.grid import grid_shape
+
+    assert grid_shape(2, 1000, 900, 4 / 3) == (2, 1)  # two 4:3 cameras in a tall area: stacked
+    assert grid_shape(2, 1600, 500, 16 / 9) == (1, 2)  # in a wide one: side by side
+    assert grid_shape(16, 1600, 900, 16 / 9) == (4, 4)
+    assert grid_shape(1, 800, 600, 4 / 3) == (1, 1)
+
+
+def test_offscreen_window_has_the_default_size_and_saves_no_geometry(qtbot, settings, models, tmp_path: Path):
+    """An offscreen run (tests, --screenshot on a headless machine) must not become the next window size."""
+    from tracklink.app.viewer.window import DEFAULT_SIZE
+
+    window = open_window(qtbot, ViewerOptions(db=str(tmp_path / "t.db"), **models), settings)
+    assert (window.width(), window.height()) == DEFAULT_SIZE
+    assert DEFAULT_SIZE[0] <= 1600 and DEFAULT_SIZE[1] + 60 <= 900  # fits a 1600x900 screen with its title bar
+    close_window(qtbot, window)
+    assert settings.value("window/geometry") is None and settings.value("window/splitter") is None
+
+
+def test_viewer_on_a_shared_store_shows_what_another_machine_writes(qtbot, cameras, models, settings, tmp_path: Path,
+                                                                    request):
+    """Two processes, one PostgreSQL store: the viewer watches "square" while `tracklink batch` (another node)
+    writes "street"; the people of "street" appear in the viewer's panel as they are written."""
+    import subprocess
+    import sys
+
+    from fixtures_postgres import postgres_bindir
+
+    if postgres_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (Debian: apt-get install postgresql)")
+    url = request.getfixturevalue("postgres_server").new_database()
+    window = open_window(qtbot, ViewerOptions(sources=[str(cameras["square"])], db=url, **models), settings)
+    other = subprocess.Popen([sys.executable, "-m", "tracklink", "batch", str(cameras["street"]), "--db", url,
+                              "--out", str(tmp_path / "node2"), "--no-progress", "--detector", models["detector"],
+                              "--reid", models["reid"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        qtbot.waitUntil(lambda: any("street" in p.cameras for p in window.panel.model.people), timeout=180_000)
+    finally:
+        _, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-2000:]
+    assert window.info is not None and "tracklink@" not in window.info.db  # the store URL is shown redacted
+    close_window(qtbot, window)
+
+
 def test_screenshot_command(qtbot, cameras, models, tmp_path: Path, mot17_dir: Path):
     """`tracklink view --frames N --screenshot PNG` runs, writes the picture and exits 0."""
     from tracklink.cli import main
@@ -238,3 +284,4 @@ def test_settings_remember_flags_and_dialog_round_trip(qtbot, settings):
     dialog.backend.setCurrentText("onnxruntime")
     changed = dialog.options()
     assert changed.link_threshold is None and changed.backend == "onnxruntime" and changed.reid == "other.onnx"
+

@@ -1,63 +1,63 @@
-"""Default models a new user meets: the published re-ID file pinned by checksum in the user cache, and the
-default detector; offline, the error names --detector and --reid."""
+"""Default models a new user meets: the detector and re-ID model shipped in the package (offline, pinned by
+checksum), and published files fetched by name into the user cache, pinned the same way."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from tracklink import TracklinkError
-from tracklink.models import weights
-from tracklink.app.detect import github_reachable
 from tracklink.cli import main
+from tracklink.models import weights
 
 
-def test_defaults_offline_name_both_flags(tmp_path: Path, monkeypatch, mot17_dir: Path, capsys):
-    if github_reachable():
-        pytest.skip("online: the defaults would download instead of failing")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    t0 = time.monotonic()
-    rc = main(["batch", str(mot17_dir / "MOT17-05-FRCNN"), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert rc == 2 and time.monotonic() - t0 < 30
-    assert "--detector" in err and "--reid" in err and "yolox:" in err
-    assert not (tmp_path / "out" / "tracklink.db").exists()
-
-
-def test_defaults_resolve_from_the_user_cache(tmp_path: Path, monkeypatch, mot17_dir: Path, osnet_onnx: Path,
-                                              no_network):
-    """With both default models in the user cache (as a first online run leaves them), the no-flag command
-    runs offline: the re-ID file is the published one (checksum), its threshold the catalogue's."""
-    from ultralytics import YOLO
-
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.chdir(tmp_path)
-    (cache / "tracklink" / "ultralytics").mkdir(parents=True)
-    shutil.copy(osnet_onnx, cache / "tracklink" / "osnet_x0_25_msmt17.onnx")
-    YOLO("yolo11n.yaml").save(str(cache / "tracklink" / "ultralytics" / "yolo11n.pt"))  # an untrained stand-in
+def _clip(mot17_dir: Path, tmp_path: Path) -> Path:
     clip = tmp_path / "clip"
     clip.mkdir()
     for f in sorted((mot17_dir / "MOT17-05-FRCNN" / "img1").glob("*.jpg"))[:2]:
         shutil.copy(f, clip / f.name)
-    rc = main(["batch", str(clip), "--no-progress"])
-    assert rc == 0
+    return clip
+
+
+def test_no_model_flags_run_offline_on_the_packaged_models(tmp_path: Path, monkeypatch, mot17_dir: Path,
+                                                           no_network):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty user cache: nothing downloaded
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", str(_clip(mot17_dir, tmp_path)), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["detector"] == "yolo11n.pt" and summary["cameras"]["clip"]["frames"] == 2
-    assert Path(summary["reid"]) == cache / "tracklink" / "osnet_x0_25_msmt17.onnx"
-    assert summary["link_threshold"] == weights.CATALOGUE["osnet_x0_25_msmt17"].link_threshold
+    assert summary["cameras"]["clip"]["frames"] == 2
+    assert summary["detector"] == f"yolox:{weights.ASSETS / 'yolox_nano.onnx'}"
+    assert Path(summary["reid"]) == weights.ASSETS / "osnet_x0_25_msmt17.onnx"
+    assert summary["link_threshold"] == weights.CATALOGUE[weights.DEFAULT_REID].link_threshold
+    assert not (tmp_path / "cache" / "tracklink").exists()  # nothing fetched into the user cache
 
 
-def test_weights_catalogue_checksums(tmp_path: Path, monkeypatch, osnet_onnx: Path):
+def test_a_damaged_packaged_model_is_refused(tmp_path: Path, monkeypatch):
+    damaged = tmp_path / "assets"
+    damaged.mkdir()
+    (damaged / "yolox_nano.onnx").write_bytes((weights.ASSETS / "yolox_nano.onnx").read_bytes()[:-100])
+    monkeypatch.setattr(weights, "ASSETS", damaged)
+    with pytest.raises(TracklinkError, match="does not match its sha256.*reinstall"):
+        weights.default_detector()
+    with pytest.raises(TracklinkError, match="missing: reinstall"):
+        weights.fetch(weights.DEFAULT_REID)
+
+
+def test_packaged_files_match_their_checksums() -> None:
+    for entry in [*weights.CATALOGUE.values(), *weights.DETECTORS.values()]:
+        if entry.packaged:
+            assert weights.packaged(entry) == weights.ASSETS / entry.filename
+    assert (weights.ASSETS / "README.md").is_file()  # provenance and licences travel with the files
+
+
+def test_published_files_are_fetched_into_the_user_cache_and_checked(tmp_path: Path, monkeypatch,
+                                                                    osnet_onnx: Path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    entry = weights.CATALOGUE[weights.DEFAULT_REID]
-    assert weights.identify(osnet_onnx) == entry  # the shared file is the published one
-    assert weights.cache_dir() == tmp_path / "tracklink"
+    entry = weights.CATALOGUE["osnet_x0_25_msmt17_boxmot"]
+    assert weights.identify(osnet_onnx) == entry  # the shared file is that published one
 
     def offline(*args, **kwargs):
         raise OSError("network disabled in this test")
@@ -66,10 +66,11 @@ def test_weights_catalogue_checksums(tmp_path: Path, monkeypatch, osnet_onnx: Pa
     cached = tmp_path / "tracklink" / entry.filename
     cached.parent.mkdir(parents=True)
     shutil.copy(osnet_onnx, cached)
-    assert weights.fetch() == cached  # verified, no download
+    assert weights.fetch(entry.name) == cached  # verified, no download
     cached.write_bytes(cached.read_bytes()[:-10])  # a truncated cache is not used...
     with pytest.raises(TracklinkError, match="--reid"):  # ...and offline it cannot be replaced
-        weights.fetch()
+        weights.fetch(entry.name)
+    assert list(cached.parent.glob("*.part")) == []  # no partial download left behind
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert weights.cache_dir() == tmp_path / "home" / ".cache" / "tracklink"

@@ -2,7 +2,10 @@
 
 Options come from defaults, then --config FILE.yaml, then the flags given here. Every epoch (and every
 --checkpoint-seconds) OUT/last.pt is written; it is both a model for `tracklink eval --model` and the
-state that `--resume` continues from, bit-for-bit.
+state that `--resume` continues from, bit-for-bit. Every epoch also rewrites OUT/results.csv and
+OUT/results.png (loss parts; held-out rank-1 and mAP). With --eval-ids, the link threshold is calibrated
+on those held-out identities after every epoch and stored in the checkpoints, and OUT/best.pt keeps the
+epoch with the best held-out image mAP.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="backbone: osnet_x0_25 (default), osnet_x0_5, osnet_x0_75, osnet_x1_0, resnet50")
     p.add_argument("--init", help="start from a tracklink checkpoint, an OSNet ONNX or a torchreid .pth")
     p.add_argument("--ids", help="training identities: a split file, or pids / 1-based ranges like 1-28")
-    p.add_argument("--eval-ids", help="held-out identities to evaluate after every epoch")
+    p.add_argument("--eval-ids", help="held-out identities: evaluated after every epoch (best.pt) and used to calibrate "
+                                        "the link threshold stored in the checkpoints")
     p.add_argument("--epochs", type=int)
     p.add_argument("--p", type=int, help="identities per batch (default 8)")
     p.add_argument("--k", type=int, help="tracklets per identity (default 2)")
@@ -123,4 +127,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(f"done: {summary['steps']} steps, model in {summary['out']}")
+        if summary["best"]:
+            print(f"best held-out epoch: {summary['best']}")
+        threshold = summary["link_threshold"]
+        print(f"link threshold: {threshold:.4f} (calibrated on --eval-ids)" if threshold is not None else
+              "link threshold: none (pass --eval-ids to calibrate one, or run `tracklink calibrate --write`)")
+        print(f"results: {summary['results']} and results.png")
     return 0

@@ -31,6 +31,9 @@ def _features(x: Any, name: str) -> np.ndarray:
     return _l2_normalise(feats)
 
 
+RANKS = (1, 5, 10, 20)  # the ranks reported, as torchreid reports them
+
+
 def cmc_map(
     query_feats: Any,
     query_pids: Any,
@@ -47,34 +50,58 @@ def cmc_map(
     Gallery samples from the query's own camera are never counted (so a query never finds itself);
     same_set=True says query i and gallery i are the same sample and excludes that pair explicitly too.
     Queries left without any valid positive are skipped; "num_valid_queries" says how many counted.
-    Ties keep gallery order. Returns "rank1", "rank5", "rank10", "mAP" (fractions in [0, 1]),
+    Ties keep gallery order. Returns "rank1", "rank5", "rank10", "rank20", "mAP" (fractions in [0, 1]),
     "cmc" (the first max_rank CMC values) and "num_valid_queries".
     Queries are processed chunk_size at a time, so memory is O(chunk_size * len(gallery)).
     """
     q, g = _features(query_feats, "query_feats"), _features(gallery_feats, "gallery_feats")
-    q_pids, q_cams = _as_numpy(query_pids).ravel(), _as_numpy(query_cams).ravel()
-    g_pids, g_cams = _as_numpy(gallery_pids).ravel(), _as_numpy(gallery_cams).ravel()
-    if not len(q) == len(q_pids) == len(q_cams) or not len(g) == len(g_pids) == len(g_cams):
-        raise ValueError(f"features, pids and cams disagree in length: query {len(q)}/{len(q_pids)}/"
-                         f"{len(q_cams)}, gallery {len(g)}/{len(g_pids)}/{len(g_cams)}")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query and gallery feature dims differ: {q.shape[1]} vs {g.shape[1]}")
-    if len(q) == 0 or len(g) == 0:
-        raise TracklinkError(f"cannot evaluate {len(q)} queries against {len(g)} gallery samples; "
-                             "both sets must be non-empty")
-    if same_set and len(q) != len(g):
-        raise ValueError(f"same_set=True needs query and gallery of equal length, got {len(q)} and {len(g)}")
+    return _ranked_metrics(lambda start, stop: q[start:stop] @ g.T, len(q), len(g), query_pids, query_cams,
+                           gallery_pids, gallery_cams, max_rank, same_set, chunk_size)
 
-    num_ranks = max(max_rank, 10)
+
+def cmc_map_from_scores(scores: Any, query_pids: Any, query_cams: Any, gallery_pids: Any, gallery_cams: Any,
+                        max_rank: int = 20, same_set: bool = False) -> dict[str, Any]:
+    """`cmc_map` on a given (Q, G) score matrix, higher = more alike (e.g. minus a re-ranked distance)."""
+    s = _as_numpy(scores).astype(np.float64, copy=False)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be (Q, G), got shape {s.shape}")
+    return _ranked_metrics(lambda start, stop: s[start:stop], s.shape[0], s.shape[1], query_pids, query_cams,
+                           gallery_pids, gallery_cams, max_rank, same_set, chunk_size=256)
+
+
+def allowed_pairs(q_cams: np.ndarray, g_cams: np.ndarray, start: int, stop: int, same_set: bool) -> np.ndarray:
+    """(stop - start, G) mask of the gallery samples queries start..stop may be matched with: other cameras,
+    never the query itself."""
+    allowed = g_cams[None, :] != q_cams[start:stop, None]
+    if same_set:
+        allowed[np.arange(stop - start), np.arange(start, stop)] = False
+    return allowed
+
+
+def _ranked_metrics(score_rows, num_q: int, num_g: int, query_pids: Any, query_cams: Any, gallery_pids: Any,
+                    gallery_cams: Any, max_rank: int, same_set: bool, chunk_size: int) -> dict[str, Any]:
+    """The CMC/mAP loop over chunks of queries; `score_rows(start, stop)` gives their (n, G) scores."""
+    q_pids, q_cams = _as_numpy(query_pids).ravel(), _as_numpy(query_cams).ravel()
+    g_pids, g_cams = _as_numpy(gallery_pids).ravel(), _as_numpy(gallery_cams).ravel()
+    if not num_q == len(q_pids) == len(q_cams) or not num_g == len(g_pids) == len(g_cams):
+        raise ValueError(f"features, pids and cams disagree in length: query {num_q}/{len(q_pids)}/"
+                         f"{len(q_cams)}, gallery {num_g}/{len(g_pids)}/{len(g_cams)}")
+    if num_q == 0 or num_g == 0:
+        raise TracklinkError(f"cannot evaluate {num_q} queries against {num_g} gallery samples; "
+                             "both sets must be non-empty")
+    if same_set and num_q != num_g:
+        raise ValueError(f"same_set=True needs query and gallery of equal length, got {num_q} and {num_g}")
+
+    num_ranks = max(max_rank, *RANKS)
     cmc_hits = np.zeros(num_ranks, dtype=np.int64)
     ap_sum, num_valid = 0.0, 0
-    positions = np.arange(1, len(g) + 1)
-    for start in range(0, len(q), chunk_size):
-        stop = min(start + chunk_size, len(q))
-        allowed = g_cams[None, :] != q_cams[start:stop, None]
-        if same_set:
-            allowed[np.arange(stop - start), np.arange(start, stop)] = False
-        sim = np.where(allowed, q[start:stop] @ g.T, -np.inf)  # excluded samples rank last
+    positions = np.arange(1, num_g + 1)
+    for start in range(0, num_q, chunk_size):
+        stop = min(start + chunk_size, num_q)
+        allowed = allowed_pairs(q_cams, g_cams, start, stop, same_set)
+        sim = np.where(allowed, score_rows(start, stop), -np.inf)  # excluded samples rank last
         order = np.argsort(-sim, axis=1, kind="stable")
         hits = (g_pids[order] == q_pids[start:stop, None]) & np.take_along_axis(allowed, order, axis=1)
         num_rel = hits.sum(axis=1)
@@ -87,13 +114,11 @@ def cmc_map(
         num_valid += len(hits)
 
     if num_valid == 0:
-        raise TracklinkError(f"none of the {len(q)} queries has a same-identity gallery sample from another "
+        raise TracklinkError(f"none of the {num_q} queries has a same-identity gallery sample from another "
                              "camera; check the camera ids and that query identities appear in the gallery")
     cmc = cmc_hits / num_valid
     return {
-        "rank1": float(cmc[0]),
-        "rank5": float(cmc[4]),
-        "rank10": float(cmc[9]),
+        **{f"rank{r}": float(cmc[r - 1]) for r in RANKS},
         "mAP": ap_sum / num_valid,
         "cmc": [float(v) for v in cmc[:max_rank]],
         "num_valid_queries": num_valid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -21,10 +22,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """A temp path beside `path` to write into; on success it is renamed over `path`, on failure removed.
 
     Readers see the old file or the new one, never a partial one. The result gets the permissions a plain
-    `open()` would give (mkstemp makes temp files private, which a model or a report should not be).
+    `open()` would give (mkstemp makes temp files private, which a model or a report should not be). Temp
+    files of `path` left by a writer that was killed (SIGKILL runs no cleanup) are removed first: one writer
+    per file is the rule everywhere in tracklink.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -2,8 +2,8 @@
 
 One concept per module: `constraints` (LinkConfig, cannot-link rules, camera-centred features), `online`
 (OnlineLinker), `gallery` (its identities, running camera means, search index and ageing), `clustering`
-(batch clustering and threshold calibration), `linkage` (exact constrained average linkage),
-`graph_linkage` (the same on a sparse nearest-neighbour graph, for large sets), `index` (faiss search),
+(batch clustering; calibration and the exact constrained average linkage live in `tracklink.models`),
+`graph_linkage` (that linkage on a sparse nearest-neighbour graph, for large sets), `index` (faiss search),
 `threshold` (where a model's threshold is read and written). Their public names are re-exported here.
 
 This module is tracklink's own contribution and is written by hand: trackers (BoxMOT, ultralytics) stop at

@@ -23,6 +23,7 @@ import numpy as np
 
 from tracklink import TracklinkError
 from tracklink.app.records import Tracklet
+from tracklink.models.linkage import CAMERA_PRIOR, center_by_camera
 
 TransitWindows = Mapping[tuple[str, str], tuple[float, float]]
 
@@ -46,7 +47,7 @@ class LinkConfig:
     # Camera-bias removal (see `center_by_camera`): each camera's mean tracklet feature, shrunk toward the
     # all-camera mean by this many pseudo-tracklets, is subtracted before comparing. None turns it off.
     # Thresholds from `tracklink calibrate` are measured with the default; keep them together.
-    camera_prior: float | None = 5.0
+    camera_prior: float | None = CAMERA_PRIOR
     # Online only: an identity not seen for this many seconds (of tracklet time) leaves the search index of
     # live linking, so the cost of a link stays flat over days; it stays in the gallery and the store, and
     # comes back when a search finds it or a tracklet re-links into it. None keeps everyone (batch mode).
@@ -125,31 +126,17 @@ def can_join(tracklet: Tracklet, members: Sequence[Tracklet], windows: TransitWi
     return transit_ok([*members, tracklet], windows)
 
 
-def center_by_camera(features: np.ndarray, cams: Sequence[str], prior: float | None) -> np.ndarray:
-    """Subtract each camera's mean tracklet feature and re-normalise; `prior` None returns them as given.
+def cannot_link_matrix(cams: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Pairs that can never be one person: one camera (integer codes) and overlapping in time.
 
-    Tracklets of one camera share its light, colour cast and background. On PKU ids 21-40 with OSNet, two
-    different people in one camera (median cosine 0.61) look almost as alike as one person across cameras
-    (0.68); removing the camera mean lifts pairwise linking F1 from 0.44 (uncentred, even at the best
-    threshold) to 0.70 (at a threshold calibrated on other people): bench/linking_pku.py. The mean
-    is over tracklets, not frames, so a person who stays in view does not become the camera's mean. It
-    shrinks toward the all-camera mean by `prior` pseudo-tracklets, and that toward zero, so a camera that
-    has seen one person is not centred on that person.
+    NaN times compare False, so tracklets without times overlap nothing.
     """
-    feats = np.asarray(features, dtype=np.float64)
-    if prior is None or len(feats) == 0:
-        return feats
-    cams = np.asarray(cams)
-    overall = feats.sum(axis=0) / (len(feats) + prior)
-    centred = feats.copy()
-    for cam in np.unique(cams):
-        rows = cams == cam
-        centred[rows] -= _shrunk_mean(feats[rows].sum(axis=0), rows.sum(), overall, prior)
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    return (cams[:, None] == cams[None, :]) & (start[:, None] <= end[None, :]) & (start[None, :] <= end[:, None])
 
 
 def _shrunk_mean(cam_sum: np.ndarray, cam_count: float, overall: np.ndarray, prior: float) -> np.ndarray:
-    """A camera's mean tracklet feature shrunk toward `overall` by `prior` pseudo-tracklets."""
+    """A camera's mean tracklet feature shrunk toward `overall` by `prior` pseudo-tracklets: the mean that
+    `center_by_camera` subtracts."""
     return (cam_sum + prior * overall) / (cam_count + prior)
 
 
@@ -210,5 +197,5 @@ class CameraMeans:
         return f / max(float(np.linalg.norm(f)), 1e-12)
 
 
-__all__ = ["CameraMeans", "LinkConfig", "TransitWindows", "can_join", "center_by_camera", "center_by_camera_in_place",
-           "load_transit", "transit_ok"]
+__all__ = ["CameraMeans", "LinkConfig", "TransitWindows", "can_join", "cannot_link_matrix", "center_by_camera",
+           "center_by_camera_in_place", "load_transit", "transit_ok"]

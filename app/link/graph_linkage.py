@@ -26,8 +26,9 @@ import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from tracklink.app.link.constraints import cannot_link_matrix
 from tracklink.app.link.index import knn_graph
-from tracklink.app.link.linkage import average_linkage, cannot_link_matrix
+from tracklink.models.linkage import average_linkage
 
 K_NEIGHBOURS = 20  # a person seen 21 times or more still links through chains of nearer neighbours
 EXACT_MAX = 4000  # the dense algorithm's size limit: about 2 s and 0.5 GB at 4,000 (issue 10)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 # Flags whose value, when given, overrides the remembered setting of the same name.
 _OVERRIDES = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
-              "pooling")
+              "pooling", "nms_iou", "tracker_config")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     given = {k for k in _OVERRIDES if getattr(args, k) is not None}
     cli = ViewerOptions(sources=list(args.sources), max_steps=args.frames,
                         **{k: getattr(args, k) for k in given})
-    options = settings.merged(cli, given)
+    options = replace(settings.merged(cli, given), trust_pickle=args.trust_pickle)  # per run, never remembered
     window = MainWindow(options, settings, screenshot=args.screenshot)
     window.show()
     code = app.exec()

@@ -13,6 +13,21 @@ CROP_SPACING_S = 1.0  # crops of one tracklet at least this far apart, so they s
 CROP_HEIGHT = 96  # px; thumbnails are this tall, their width follows the box
 
 
+def crops_folder(db: str | Path) -> Path:
+    """Where the crops of a store live: beside a SQLite file, or in the user cache for a server store (one
+    folder per server and database, without credentials)."""
+    import re
+
+    from tracklink.app.store import is_server_url
+    from tracklink.utils.paths import cache_dir
+
+    if not is_server_url(db):
+        path = Path(db).expanduser()
+        return path.with_name(path.name + ".crops")
+    where = re.sub(r"^[a-z]+://([^@/]*@)?", "", str(db)).split("?", 1)[0]
+    return cache_dir() / "crops" / re.sub(r"[^A-Za-z0-9_.-]+", "_", where)
+
+
 def to_qimage(bgr: np.ndarray) -> QImage:
     """A QImage that owns a copy of the pixels (the numpy buffer may be reused after we return)."""
     bgr = np.ascontiguousarray(bgr)
@@ -80,4 +95,4 @@ class CropBook:
         return out[:limit]
 
 
-__all__ = ["CROPS_PER_TRACKLET", "CropBook", "to_qimage"]
+__all__ = ["CROPS_PER_TRACKLET", "CropBook", "crops_folder", "to_qimage"]

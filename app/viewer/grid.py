@@ -185,8 +185,23 @@ class CameraTile(QFrame):
             self.canvas.update()
 
 
+def grid_shape(n: int, width: float, height: float, aspect: float, header: float = 24.0) -> tuple[int, int]:
+    """(rows, columns) that show `n` frames of `aspect` (width / height) largest in a width x height area.
+
+    A fixed near-square grid letterboxed two 4:3 cameras side by side in a wide window with half of each tile
+    black; picking the shape by the frames' aspect uses the area.
+    """
+    best: tuple[float, int, int] | None = None
+    for cols in range(1, max(n, 1) + 1):
+        rows = math.ceil(n / cols)
+        image_h = min(width / cols / aspect, height / rows - header)
+        if best is None or image_h > best[0] + 1e-6:
+            best = (image_h, rows, cols)
+    return best[1], best[2]
+
+
 class CameraGrid(QWidget):
-    """Tiles in a near-square grid: 1 camera fills the area, 16 make 4x4."""
+    """Tiles in the grid that shows the cameras' frames largest (see `grid_shape`), up to 16 cameras."""
 
     remove_requested = pyqtSignal(str)
     MAX_TILES = 16
@@ -200,6 +215,8 @@ class CameraGrid(QWidget):
         self._layout.setSpacing(3)
         self._empty = QLabel("No cameras. Add a video file, a camera index or an RTSP URL with “Add source”.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._aspect = 16 / 9  # until the first frame says otherwise
+        self._shape: tuple[int, int] | None = None
         self._relayout()
 
     def add_camera(self, camera: str, source: str) -> CameraTile:
@@ -231,7 +248,16 @@ class CameraGrid(QWidget):
             if tile is not None:
                 tile.set_frame(frame)
                 shown += 1
+                aspect = frame.image.width() / max(frame.image.height(), 1)
+                if abs(aspect - self._aspect) > 0.01:
+                    self._aspect = aspect
+                    self._relayout()
         return shown
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.tiles and grid_shape(len(self.tiles), self.width(), self.height(), self._aspect) != self._shape:
+            self._relayout()
 
     def set_highlight(self, global_id: int | None) -> None:
         self.highlight = global_id
@@ -246,14 +272,13 @@ class CameraGrid(QWidget):
         if n == 0:
             self._layout.addWidget(self._empty, 0, 0)
             return
-        cols = math.ceil(math.sqrt(n))
-        rows = math.ceil(n / cols)
+        rows, cols = self._shape = grid_shape(n, max(self.width(), 1), max(self.height(), 1), self._aspect)
         for i, tile in enumerate(self.tiles.values()):
             self._layout.addWidget(tile, i // cols, i % cols)
-        for r in range(4):
+        for r in range(self.MAX_TILES):
             self._layout.setRowStretch(r, 1 if r < rows else 0)
-        for c in range(4):
+        for c in range(self.MAX_TILES):
             self._layout.setColumnStretch(c, 1 if c < cols else 0)
 
 
-__all__ = ["CameraGrid", "CameraTile", "VideoCanvas", "box_colour", "identity_colour"]
+__all__ = ["CameraGrid", "CameraTile", "VideoCanvas", "box_colour", "grid_shape", "identity_colour"]

@@ -21,7 +21,7 @@ from tracklink.app.viewer.messages import Person, SearchResult
 from tracklink.utils.suffixes import is_image
 
 WALL_CLOCK = 1e8  # timestamps above this are seconds since 1970 (live cameras), below it file time
-ROW_HEIGHT = 76
+ROW_HEIGHT = 56  # px: a row of crops still tells people apart, and a 900-px screen lists about a dozen people
 PersonRole = Qt.ItemDataRole.UserRole + 1
 
 

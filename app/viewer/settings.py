@@ -38,7 +38,7 @@ class ViewerOptions(SessionOptions):
 
 # Keys of ViewerOptions that persist; sources and max_steps belong to one run only.
 _PERSISTED = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
-              "pooling", "min_boxes")
+              "pooling", "min_boxes", "nms_iou", "tracker_config")
 
 
 class ViewerSettings:
@@ -103,7 +103,7 @@ class SettingsDialog(QDialog):
         self._options = options
         form = QFormLayout(self)
         self.detector = self._path_row(form, "Detector", options.detector or "",
-                                       "yolox:PATH, an ultralytics model file, or empty for yolo11n.pt")
+                                       "yolox:PATH, an ultralytics model file, or empty for the packaged YOLOX-nano")
         self.reid = self._path_row(form, "Re-ID model", options.reid or "",
                                    ".onnx, .engine or tracklink .pt; empty for osnet_x0_25_msmt17")
         self.db = self._path_row(form, "Store (SQLite)", options.db, "the same file `tracklink batch` writes")

@@ -30,6 +30,22 @@ SHOWN_STAGES = ("decode", "detect", "embed", "link")
 SHOT_SETTLE_MS = 300  # after the last step, let queued frames and people reach the widgets before the grab
 
 
+# The default window fits a 1600x900 screen (a common laptop, and the README's Xvfb screen) with its title bar,
+# a panel and the status bar whole; on a smaller screen it takes 92% of the available area.
+DEFAULT_SIZE = (1480, 800)
+
+
+def default_size(available=None) -> tuple[int, int]:
+    if available is None or available.width() <= 0:
+        return DEFAULT_SIZE
+    return (min(DEFAULT_SIZE[0], int(available.width() * 0.92)), min(DEFAULT_SIZE[1], int(available.height() * 0.92)))
+
+
+def _offscreen() -> bool:
+    """Rendering without a screen (tests, --screenshot on a headless machine): no real window geometry."""
+    return QApplication.platformName() in ("offscreen", "minimal")
+
+
 class EventLoopProbe(QObject):
     """How late the UI thread runs a precise timer: the stall a user would feel, in milliseconds."""
 
@@ -171,10 +187,12 @@ class MainWindow(QMainWindow):
         self._ui_timer.start(1000)
 
         geometry = self.settings.value("window/geometry")
-        if geometry is not None:
+        if _offscreen():  # no screen to fit: render at the size a 1600x900 desktop gets
+            self.resize(*DEFAULT_SIZE)
+        elif geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 820)
+            self.resize(*default_size(self.screen().availableGeometry().size() if self.screen() else None))
         splitter = self.settings.value("window/splitter")
         if splitter is not None:
             self.split.restoreState(splitter)
@@ -367,8 +385,9 @@ class MainWindow(QMainWindow):
             self.restart_pipeline(dialog.options())
 
     def closeEvent(self, event) -> None:
-        self.settings.set_value("window/geometry", self.saveGeometry())
-        self.settings.set_value("window/splitter", self.split.saveState())
+        if not _offscreen():  # an offscreen run's window has no real size: it must not become the next default
+            self.settings.set_value("window/geometry", self.saveGeometry())
+            self.settings.set_value("window/splitter", self.split.saveState())
         self.probe.stop()
         self.hide()  # closing a stream can take a few seconds; do not leave a frozen window on screen
         self.stop_pipeline()

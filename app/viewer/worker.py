@@ -25,7 +25,7 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
 from tracklink import TracklinkError
-from tracklink.app.viewer.crops import CropBook, to_qimage
+from tracklink.app.viewer.crops import CropBook, crops_folder, to_qimage
 from tracklink.app.viewer.messages import Box, Person, RunInfo, SearchResult, StageSnapshot, TileFrame
 from tracklink.app.viewer.settings import ViewerOptions
 
@@ -36,6 +36,9 @@ CROPS_PER_PERSON = 4
 SNAPSHOT_INTERVAL_S = 0.5  # people panel and status bar refresh: often enough to feel live, cheap to build
 STATS_WINDOW_S = 3.0
 SEARCH_HITS = 5
+# How often the people of cameras that other processes write into the same store are brought in (a shared
+# PostgreSQL store, or a batch run writing the viewer's SQLite file): about as often as the panel refreshes.
+SHARED_STORE_POLL_S = 1.0
 WORKER_NICENESS = 10  # Linux nice value of the pipeline threads (0 normal, 19 lowest); see lower_thread_priority
 
 
@@ -95,6 +98,8 @@ class PipelineWorker(QThread):
         self._last_tiles: dict[str, TileFrame] = {}  # newest frame per camera, to relabel when it ends
         self._shown_status: dict[str, tuple[str, str]] = {}
         self._last_poll = 0.0
+        self._last_sync = 0.0
+        self._others: dict[str, tuple] = {}  # camera written elsewhere -> what its stored tracklets looked like
         self._mail_lock = threading.Lock()
         self._mail_signalled = False
         self.paused = False
@@ -164,8 +169,8 @@ class PipelineWorker(QThread):
 
     def _start(self) -> None:
         from tracklink.app.session import build_pipeline, camera_fingerprints, load_models, open_gallery
-        from tracklink.app.sources import make_source
-        from tracklink.app.store import open_store
+        from tracklink.app.sources import make_source, redact
+        from tracklink.app.store import is_server_url, open_store
 
         opts = self.options
         # The same session as batch mode: same defaults, same offline messages, same threshold rules.
@@ -173,9 +178,8 @@ class PipelineWorker(QThread):
         self.embedder, self.threshold = self.models.embedder, self.models.threshold
         if self._stop.is_set():
             return
-        db = Path(opts.db).expanduser()
-        self.store = open_store(db)
-        self.crops = CropBook(db.with_name(db.name + ".crops"))
+        self.store = open_store(opts.db if is_server_url(opts.db) else Path(opts.db).expanduser())
+        self.crops = CropBook(crops_folder(opts.db))
 
         initial = self._parse_initial(opts.sources)
         restarting = {s.name for s in initial}
@@ -194,8 +198,8 @@ class PipelineWorker(QThread):
             source.on_status = self._on_status
             sources.append(source)
         self.pipeline = build_pipeline(sources, self.models, opts, self.store, self.linker, self._fingerprint(initial))
-        self.started_ok.emit(RunInfo(self.embedder.backend, opts.detector or "yolo11n.pt", str(self.models.reid_path),
-                                     self.threshold, str(db), len(self.linker.identities)))
+        self.started_ok.emit(RunInfo(self.embedder.backend, self.models.detector_spec, str(self.models.reid_path),
+                                     self.threshold, redact(opts.db), len(self.linker.identities)))
         for spec in initial:
             self.camera_added.emit(spec.name, spec.display, _reopen_text(spec))
         for name, reason, text in self._bad_initial:
@@ -245,6 +249,8 @@ class PipelineWorker(QThread):
         while not self._stop.is_set():
             if time.monotonic() - self._last_poll >= SNAPSHOT_INTERVAL_S:
                 self._poll_status()
+            if time.monotonic() - self._last_sync >= SHARED_STORE_POLL_S:
+                self._sync_other_writers()
             idle = self.paused or not pipeline.active or self._limit_reached()
             self._drain(block=idle)
             if self._stop.is_set() or self.paused or not pipeline.active or self._limit_reached():
@@ -262,6 +268,34 @@ class PipelineWorker(QThread):
             elif result is not None:
                 self._steps += 1
                 self._publish(result)
+
+    def _sync_other_writers(self) -> None:
+        """Bring in the people that other processes write into this store, as they write them.
+
+        Cameras this viewer runs are its own; every other camera's stored tracklets that have a global id go
+        into the gallery under that id (the session's resume policy, applied again whenever they change), so the
+        panel shows identities written by other machines within a second or two.
+        """
+        self._last_sync = time.monotonic()
+        mine = {s.name for s in self.pipeline.sources}
+        stored: dict[str, list] = {}
+        for t in self.store.tracklets():
+            if t.camera not in mine and t.global_id is not None:
+                stored.setdefault(t.camera, []).append(t)
+        changed = False
+        for camera in set(self._others) | set(stored):
+            tracklets = stored.get(camera, [])
+            signature = tuple((t.track_id, t.global_id, t.num_embeddings, t.last_frame) for t in tracklets)
+            if self._others.get(camera) == signature:
+                continue
+            self.linker.forget(camera)
+            for t in tracklets:
+                t.ended = True
+            self.linker.restore(tracklets)
+            self._others[camera] = signature
+            changed = True
+        if changed:
+            self._publish_people()
 
     def _limit_reached(self) -> bool:
         return self.options.max_steps is not None and self._steps >= self.options.max_steps
