@@ -305,7 +305,7 @@ def open_gallery(store: "Store", link: "LinkConfig", restarting: Iterable[str]) 
     for t in stored:
         t.ended = True  # whatever was tracking them stopped with the run that stored them
     stored = [t for t in stored if t.global_id is not None]
-    linker = OnlineLinker(link)
+    linker = OnlineLinker(link, id_source=store.allocate_global_ids)  # ids unique across the store's writers
     linker.restore(stored)
     return linker, stored
 

@@ -201,11 +201,7 @@ class SqliteStore(Store):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=10.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint, fast commits
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self.db = self._open(self.path)
         except sqlite3.DatabaseError as exc:
             raise TracklinkError(f"cannot open the store {self.path}: {exc}; delete it or choose another --out") \
                 from None
@@ -216,6 +212,26 @@ class SqliteStore(Store):
         self._lost: set[str] = set()  # cameras another process took over while this one was silent
         self._relink_lock: IO | None = None  # held from `begin_relink` to the next commit
         self._last_heartbeat = time.monotonic()
+
+    def _open(self, path: Path, wait_s: float = 30.0) -> sqlite3.Connection:
+        """Connect, switch to WAL and migrate. Two processes creating one new store at once: switching the
+        journal mode takes the file exclusively and does not wait for SQLite's busy timeout, so the later
+        process waits for the earlier one here instead of failing with "database is locked"."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            db = sqlite3.connect(str(path), timeout=10.0)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at each checkpoint, fast commits
+                db.execute("PRAGMA foreign_keys=ON")
+                self.db = db
+                self._migrate()
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION, one recorded step at a time (version 1 is `_SCHEMA`)."""

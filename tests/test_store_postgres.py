@@ -247,3 +247,53 @@ def test_a_live_writer_heartbeats_on_its_own(postgres_url: str):
     writer.close()
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # closing released the claim
+
+
+ONLINE_LINKER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from tracklink.app.link import LinkConfig
+from tracklink.app.records import Track
+from tracklink.app.session import open_gallery
+from tracklink.app.pipeline import TrackletPool
+from tracklink.app.store import CameraRecord, open_store
+
+url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+store = open_store(url)
+store.start_camera(CameraRecord(name, name, "fp", "running"))
+linker, _ = open_gallery(store, LinkConfig(threshold=0.5), restarting=[name])
+rng = np.random.default_rng(abs(hash(name)) % 1000)
+pool = TrackletPool(name)
+while not go.exists():
+    time.sleep(0.005)
+for k in range(1, 121):  # 120 people, each seen once: every tracklet needs a new id, minted at once by both
+    feature = rng.standard_normal(512).astype(np.float32)  # unrelated people: cosine near 0, far below 0.5
+    track = Track(name, k, float(k), k, np.zeros(4, np.float32), 0.9, feature / np.linalg.norm(feature))
+    ended = pool.update([track])
+    linker.link_many(pool.end([k]))
+    store.put_tracklets(ended)
+    store.commit()
+store.finish_camera(name, "done", 120)
+store.close()
+"""
+
+
+def test_online_linking_from_two_processes_mints_each_id_once(store_url: str, tmp_path: Path):
+    """Two nodes link online against one store at the same moment: no global id is minted for two tracklets
+    (of different people), and no tracklet holds two ids."""
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", ONLINE_LINKER, store_url, f"node{i}", str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    time.sleep(1.0)
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-2000:]
+    with open_store(store_url) as store:
+        tracklets = store.tracklets()
+    assert len(tracklets) == 240 and len({t.key for t in tracklets}) == 240  # one row, so one id, per tracklet
+    ids = {node: {t.global_id for t in tracklets if t.camera == node} for node in ("node0", "node1")}
+    assert None not in ids["node0"] | ids["node1"]
+    assert not ids["node0"] & ids["node1"], "one id was minted for people of two nodes"
+    assert len(ids["node0"] | ids["node1"]) == 240, "an id was minted twice"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -29,10 +29,14 @@ class OnlineLinker:
     (`recall` brings them back); `identities` still lists them all.
     """
 
-    def __init__(self, config: LinkConfig, first_id: int = 1) -> None:
+    def __init__(self, config: LinkConfig, first_id: int = 1,
+                 id_source: Callable[[int], list[int]] | None = None) -> None:
         self.config = config
         self._gallery = Gallery(config)
         self._next_id = first_id
+        # Where new global ids come from. A store shared by several processes hands them out in a transaction
+        # (`Store.allocate_global_ids`), so two processes never mint one id for two people; alone, a counter.
+        self._id_source = id_source
         self.stats = {"links": 0, "searches": 0, "scored": 0, "checks": 0}
 
     @property
@@ -56,6 +60,12 @@ class OnlineLinker:
                 raise ValueError(f"restore got {t.key} without a global id; link it instead")
         self._gallery.restore(tracklets)
         self._next_id = max([self._next_id, *(g + 1 for g in self._gallery.identities)])
+
+    def _mint(self) -> int:
+        if self._id_source is not None:
+            return self._id_source(1)[0]
+        self._next_id += 1
+        return self._next_id - 1
 
     def recall(self, global_ids: Iterable[int]) -> None:
         """Bring aged identities back into the search index (a gallery search found them)."""
@@ -145,9 +155,8 @@ class OnlineLinker:
         elif current is not None and gallery.others_weight(current, t) <= 0:
             target = current  # nothing fits, and it is alone (among featured members) in its identity: keep the id
         else:
-            target = self._next_id
+            target = self._mint()
             gallery.new_identity(target)
-            self._next_id += 1
         gallery.place(t, target, feature)
         return target
 
