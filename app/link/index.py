@@ -12,6 +12,7 @@ linking removes one whenever a tracklet is re-linked or an identity ages out; IV
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 from typing import Iterator
@@ -27,6 +28,8 @@ TRAIN_PER_LIST = 40  # k-means training sample: this many vectors per list (fais
 
 
 def _faiss():
+    # faiss logs, at INFO, each CPU-specific build it tries before the one this machine loads: noise for users.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     import faiss
 
     return faiss
