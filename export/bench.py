@@ -170,13 +170,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ort-spin", action="store_true",
                    help="let onnxruntime worker threads spin-wait (its default; ours is off, see runtime.OrtRunner)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: what the backend finds)")
-    p.add_argument("--crops", default=None, help="directory of person crops to bench on (default: shared crops)")
+    p.add_argument("--crops", default=None, help="directory of person crops to bench on (default: random tensors)")
     p.add_argument("--detector", default=None, metavar="yolox:PATH", help="also bench a YOLOX detector (.onnx/.engine)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from tracklink.utils.progress import bar_disabled
 
     from tracklink.export.onnx_export import parity_batch
     from tracklink.export.runtime import open_embedder
@@ -205,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads, "ort_opt_level": args.ort_opt_level, "ort_spinning": args.ort_spin,
         "timed": "Embedder.embed_tensor per batch",
     }
-    with tqdm(total=steps, desc="bench", unit="call", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=steps, desc="bench", unit="call", file=sys.stderr, disable=bar_disabled(args.progress)) as bar:
         if embedders:
             data, source = parity_batch(next(iter(embedders.values())).meta, args.crops, limit=max(batches))
             report.update(model=str(args.model), crops=source)
