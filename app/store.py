@@ -131,10 +131,11 @@ class Store(ABC):
     def appearances(self, camera: str) -> Iterator[Appearance]:
         """A camera's boxes, ordered by frame then track id."""
 
-    @abstractmethod
     def commit_due(self) -> bool:
         """Whether the last commit is older than the commit interval: the one clock that bounds what a kill
-        can lose (the pipeline flushes its pending rows when this says so)."""
+        can lose (the pipeline flushes its pending rows when this says so). Backends keep `_last_commit`
+        (monotonic seconds) and `commit_interval`."""
+        return time.monotonic() - self._last_commit >= self.commit_interval
 
     def maybe_commit(self) -> None:
         """Commit if the last commit is older than the interval."""
@@ -343,32 +344,16 @@ class SqliteStore(Store):
             "first_frame=excluded.first_frame, last_frame=excluded.last_frame, start_time=excluded.start_time, "
             "end_time=excluded.end_time, num_boxes=excluded.num_boxes, num_embeddings=excluded.num_embeddings, "
             "global_id=excluded.global_id, ended=excluded.ended",
-            [(t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes,
-              t.num_embeddings, t.global_id, int(t.ended)) for t in tracklets])
+            tracklet_rows(tracklets))
         self.db.executemany(
             "INSERT INTO embeddings VALUES (?, ?, ?, ?) ON CONFLICT(camera, track_id) DO UPDATE SET "
-            "dim=excluded.dim, feature_sum=excluded.feature_sum",
-            [(t.camera, t.track_id, int(t.feature_sum.size), np.asarray(t.feature_sum, np.float32).tobytes())
-             for t in tracklets if t.feature_sum is not None])
+            "dim=excluded.dim, feature_sum=excluded.feature_sum", embedding_rows(tracklets))
 
     def tracklets(self, camera: str | None = None) -> list[Tracklet]:
-        sql = ("SELECT t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes, "
-               "t.num_embeddings, t.global_id, t.ended, e.feature_sum FROM tracklets t LEFT JOIN embeddings e "
-               "ON e.camera=t.camera AND e.track_id=t.track_id")
-        rows = self.db.execute(sql + (" WHERE t.camera=?" if camera else "") + " ORDER BY t.camera, t.track_id",
-                               (camera,) if camera else ()).fetchall()
-        out = []
-        for cam, tid, f0, f1, t0, t1, boxes, n_emb, gid, ended, blob in rows:
-            feature = np.frombuffer(blob, np.float32).copy() if blob is not None else None
-            out.append(Tracklet(cam, tid, f0, f1, t0, t1, feature, n_emb if feature is not None else 0, boxes, gid,
-                                bool(ended)))
-        return out
+        return [tracklet_from_row(r) for r in self.db.execute(*tracklets_query("?", camera)).fetchall()]
 
     def set_global_ids(self, mapping: dict[str, int]) -> None:
-        rows = []
-        for key, gid in mapping.items():
-            camera, _, track_id = key.rpartition("/")
-            rows.append((int(gid), camera, int(track_id)))
+        rows = global_id_rows(mapping)
         self.db.executemany("UPDATE tracklets SET global_id=? WHERE camera=? AND track_id=?", rows)
         if rows:
             self.db.execute("UPDATE id_counter SET next = MAX(next, ?)", (max(r[0] for r in rows) + 1,))
@@ -404,17 +389,10 @@ class SqliteStore(Store):
                 for g, n, c, a, b in rows]
 
     def appearances(self, camera: str) -> Iterator[Appearance]:
-        cursor = self.db.execute(
-            "SELECT a.camera, a.frame, a.timestamp, a.track_id, a.x1, a.y1, a.x2, a.y2, a.confidence, t.global_id "
-            "FROM appearances a LEFT JOIN tracklets t ON t.camera=a.camera AND t.track_id=a.track_id "
-            "WHERE a.camera=? ORDER BY a.frame, a.track_id", (camera,))
-        for cam, frame, ts, tid, x1, y1, x2, y2, conf, gid in cursor:
-            yield Appearance(cam, frame, ts, tid, (x1, y1, x2, y2), conf, gid)
+        for row in self.db.execute(appearances_query("?"), (camera,)):
+            yield appearance_from_row(row)
 
     # transactions ----------------------------------------------------------------------------------------
-
-    def commit_due(self) -> bool:
-        return time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
         if self._claimed and time.monotonic() - self._last_heartbeat >= self.claim_timeout / 3:
@@ -440,6 +418,55 @@ class SqliteStore(Store):
             self.db.close()
 
 
+
+# Rows of the tables both backends share, built and read in one place (the SQL differs only in placeholders).
+
+def tracklet_rows(tracklets: Sequence[Tracklet]) -> list[tuple]:
+    return [(t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes,
+             t.num_embeddings, t.global_id, bool(t.ended)) for t in tracklets]
+
+
+def embedding_rows(tracklets: Sequence[Tracklet]) -> list[tuple]:
+    return [(t.camera, t.track_id, int(t.feature_sum.size), np.asarray(t.feature_sum, np.float32).tobytes())
+            for t in tracklets if t.feature_sum is not None]
+
+
+def tracklets_query(placeholder: str, camera: str | None) -> tuple[str, tuple]:
+    """The SELECT of `Store.tracklets` for a backend's parameter placeholder ("?" or "%s")."""
+    sql = ("SELECT t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes, "
+           "t.num_embeddings, t.global_id, t.ended, e.feature_sum FROM tracklets t LEFT JOIN embeddings e "
+           "ON e.camera=t.camera AND e.track_id=t.track_id")
+    sql += (f" WHERE t.camera={placeholder}" if camera else "") + " ORDER BY t.camera, t.track_id"
+    return sql, ((camera,) if camera else ())
+
+
+def tracklet_from_row(row: Sequence) -> Tracklet:
+    cam, tid, f0, f1, t0, t1, boxes, n_emb, gid, ended, blob = row
+    feature = np.frombuffer(blob, np.float32).copy() if blob is not None else None
+    return Tracklet(cam, tid, f0, f1, t0, t1, feature, n_emb if feature is not None else 0, boxes, gid, bool(ended))
+
+
+def appearances_query(placeholder: str) -> str:
+    """The SELECT of `Store.appearances` (one camera's boxes with their global ids, by frame)."""
+    return ("SELECT a.camera, a.frame, a.timestamp, a.track_id, a.x1, a.y1, a.x2, a.y2, a.confidence, t.global_id "
+            "FROM appearances a LEFT JOIN tracklets t ON t.camera=a.camera AND t.track_id=a.track_id "
+            f"WHERE a.camera={placeholder} ORDER BY a.frame, a.track_id")
+
+
+def appearance_from_row(row: Sequence) -> Appearance:
+    cam, frame, ts, tid, x1, y1, x2, y2, conf, gid = row
+    return Appearance(cam, frame, ts, tid, (x1, y1, x2, y2), conf, gid)
+
+
+def global_id_rows(mapping: dict[str, int]) -> list[tuple[int, str, int]]:
+    """(global id, camera, track id) per tracklet key, for the UPDATE of `Store.set_global_ids`."""
+    rows = []
+    for key, gid in mapping.items():
+        camera, _, track_id = key.rpartition("/")
+        rows.append((int(gid), camera, int(track_id)))
+    return rows
+
+
 def is_server_url(url: str | Path) -> bool:
     return str(url).startswith(("postgres://", "postgresql://"))
 
@@ -453,5 +480,7 @@ def open_store(url: str | Path, **options) -> Store:
     return SqliteStore(str(url), **options)
 
 
-__all__ = ["Appearance", "CameraRecord", "LINK_THRESHOLD_KEY", "SqliteStore", "Store", "is_server_url",
+__all__ = ["Appearance", "CameraRecord", "LINK_THRESHOLD_KEY", "SqliteStore", "Store", "appearance_from_row",
+           "appearances_query", "embedding_rows", "global_id_rows",
+           "is_server_url", "tracklet_from_row", "tracklet_rows", "tracklets_query",
            "open_store"]

@@ -17,14 +17,14 @@ import threading
 import time
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tracklink import TracklinkError
 from tracklink.app.records import Identity, Track, Tracklet
 from tracklink.app.sources import redact
-from tracklink.app.store import Appearance, CameraRecord, Store
+from tracklink.app.store import (Appearance, CameraRecord, Store, appearance_from_row, appearances_query, embedding_rows,
+                                 global_id_rows, tracklet_from_row, tracklet_rows, tracklets_query)
 from tracklink.app.store_claims import DEFAULT_CLAIM_TIMEOUT_S, check_takeover, default_owner, lost_claims_error
 
 log = logging.getLogger(__name__)
@@ -270,32 +270,16 @@ class PostgresStore(Store):
                 "last_frame=excluded.last_frame, start_time=excluded.start_time, end_time=excluded.end_time, "
                 "num_boxes=excluded.num_boxes, num_embeddings=excluded.num_embeddings, "
                 "global_id=excluded.global_id, ended=excluded.ended",
-                [(t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes,
-                  t.num_embeddings, t.global_id, bool(t.ended)) for t in tracklets])
+                tracklet_rows(tracklets))
             cur.executemany(
                 "INSERT INTO embeddings VALUES (%s, %s, %s, %s) ON CONFLICT (camera, track_id) DO UPDATE SET "
-                "dim=excluded.dim, feature_sum=excluded.feature_sum",
-                [(t.camera, t.track_id, int(t.feature_sum.size), np.asarray(t.feature_sum, np.float32).tobytes())
-                 for t in tracklets if t.feature_sum is not None])
+                "dim=excluded.dim, feature_sum=excluded.feature_sum", embedding_rows(tracklets))
 
     def tracklets(self, camera: str | None = None) -> list[Tracklet]:
-        sql = ("SELECT t.camera, t.track_id, t.first_frame, t.last_frame, t.start_time, t.end_time, t.num_boxes, "
-               "t.num_embeddings, t.global_id, t.ended, e.feature_sum FROM tracklets t LEFT JOIN embeddings e "
-               "ON e.camera=t.camera AND e.track_id=t.track_id")
-        rows = self.db.execute(sql + (" WHERE t.camera=%s" if camera else "") + " ORDER BY t.camera, t.track_id",
-                               (camera,) if camera else ()).fetchall()
-        out = []
-        for cam, tid, f0, f1, t0, t1, boxes, n_emb, gid, ended, blob in rows:
-            feature = np.frombuffer(blob, np.float32).copy() if blob is not None else None
-            out.append(Tracklet(cam, tid, f0, f1, t0, t1, feature, n_emb if feature is not None else 0, boxes, gid,
-                                bool(ended)))
-        return out
+        return [tracklet_from_row(r) for r in self.db.execute(*tracklets_query("%s", camera)).fetchall()]
 
     def set_global_ids(self, mapping: dict[str, int]) -> None:
-        rows = []
-        for key, gid in mapping.items():
-            camera, _, track_id = key.rpartition("/")
-            rows.append((int(gid), camera, int(track_id)))
+        rows = global_id_rows(mapping)
         if not rows:
             return
         with self.db.cursor() as cur:
@@ -332,17 +316,11 @@ class PostgresStore(Store):
         # A server-side cursor: a camera of a few million boxes streams instead of loading at once.
         with self.db.cursor(name=f"appearances_{id(self)}_{time.monotonic_ns()}") as cur:
             cur.itersize = 20_000
-            cur.execute(
-                "SELECT a.camera, a.frame, a.timestamp, a.track_id, a.x1, a.y1, a.x2, a.y2, a.confidence, "
-                "t.global_id FROM appearances a LEFT JOIN tracklets t ON t.camera=a.camera AND "
-                "t.track_id=a.track_id WHERE a.camera=%s ORDER BY a.frame, a.track_id", (camera,))
-            for cam, frame, ts, tid, x1, y1, x2, y2, conf, gid in cur:
-                yield Appearance(cam, frame, ts, tid, (x1, y1, x2, y2), conf, gid)
+            cur.execute(appearances_query("%s"), (camera,))
+            for row in cur:
+                yield appearance_from_row(row)
 
     # transactions ----------------------------------------------------------------------------------------
-
-    def commit_due(self) -> bool:
-        return time.monotonic() - self._last_commit >= self.commit_interval
 
     def commit(self) -> None:
         if self._lost:
