@@ -35,7 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tracklink.app.link import write_threshold
-    from tracklink.app.session import check_pooling
     from tracklink.data.datasets import load_identities
     from tracklink.data.link_threshold import calibrate_on_tracklets, unique_tracklets
     from tracklink.export.runtime import open_embedder
@@ -43,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_identities(args.data, args.ids)
     labelled = unique_tracklets(dataset)
     embedder = open_embedder(args.model, backend=args.backend, device=args.device)
-    check_pooling(args.pooling, embedder)
+    embed = embedder.embed_for(args.pooling)
     seen = warn_if_trained_on(embedder.meta, dataset.identities("all"), args.model)
-    embed = embedder.embed_with_attention if args.pooling == "caa" else embedder.embed
     result = calibrate_on_tracklets(embed, labelled, args.pooling, args.batch_size, args.progress,
                                     cross_camera_only=args.pairs == "cross-camera")
     output = {"model": str(args.model), "backend": embedder.backend, "data": args.data, "ids": args.ids,

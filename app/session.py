@@ -188,7 +188,7 @@ def load_models(options: SessionOptions) -> Models:
         errors.append(str(exc))
     if errors:
         raise TracklinkError("\n  ".join(errors))
-    check_pooling(options.pooling, embedder)
+    embedder.embed_for(options.pooling)  # a pooling the model cannot do fails before any video opens
     threshold = resolve_threshold(reid_path, embedder.meta, options.link_threshold)
     link = LinkConfig(threshold=threshold, transit=transit, gallery_ttl=options.gallery_ttl)
     return Models(detector, embedder, reid_path, link, options.pooling, spec, detector_config)
@@ -227,16 +227,6 @@ def runtime_options(backend: str, threads: int | None) -> dict:
     if backend == "torch":
         return {"threads": threads or None}
     return {}  # TensorRT runs on the GPU
-
-
-def check_pooling(pooling: str, embedder: "Embedder") -> None:
-    """CAA weighs frames by the classifier's confidence, so it needs a model that kept its classifier."""
-    if pooling not in POOLINGS:
-        raise TracklinkError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    if pooling == "caa" and getattr(embedder, "classifier", None) is None:
-        raise TracklinkError("--pooling caa needs the class-aware attention of a tracklink checkpoint (.pt) trained "
-                             "with classes; this model has no classifier. Use --pooling mean or max, or pass the "
-                             "checkpoint the model was exported from")
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
@@ -344,13 +334,12 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
     from tracklink.app.records import Tracklet
     from tracklink.data.embedding import embed_frames
 
-    check_pooling(pooling, embedder)
+    embed = embedder.embed_for(pooling)
     nan = float("nan")
     tracklets, position = [], {}
     for cam, frames in groups:
         position[cam] = position.get(cam, 0) + 1
         tracklets.append(Tracklet(cam, position[cam], 1, len(frames), nan, nan, ended=True, pooling=pooling))
-    embed = embedder.embed_with_attention if pooling == "caa" else embedder.embed
     feats, owner, weights = embed_frames(embed, [paths for _, paths in groups], batch_size, progress)
     for i, t in enumerate(tracklets):
         mine = owner == i
@@ -361,5 +350,5 @@ def crop_tracklets(embedder: "Embedder", groups: Sequence[tuple[str, Sequence[Pa
 
 __all__ = ["BACKENDS", "DEFAULT_THREADS", "Models", "POOLINGS", "SessionOptions", "TRACKERS",
            "add_embedder_arguments", "add_session_arguments", "add_store_argument", "add_transit_argument",
-           "build_pipeline", "camera_fingerprints", "check_pooling", "crop_tracklets", "fingerprint", "load_models",
+           "build_pipeline", "camera_fingerprints", "crop_tracklets", "fingerprint", "load_models",
            "open_gallery", "runtime_options", "source_identity", "tracker_config"]

@@ -57,6 +57,22 @@ class Embedder:
             return np.empty((0, self.meta.embedding_dim), np.float32)
         return _normalised(self._raw(self._preprocess(crops)))
 
+    def embed_for(self, pooling: str) -> Callable[[Sequence[np.ndarray]], Any]:
+        """The embed function a tracklet pooling rule needs: `embed_with_attention` for "caa" (its frame
+        weights come from the classifier), `embed` otherwise. A model without a classifier cannot pool by
+        CAA: that is said here, once, for every command that takes --pooling."""
+        from tracklink.models.pooling import POOLINGS
+
+        if pooling not in POOLINGS:
+            raise TracklinkError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if pooling != "caa":
+            return self.embed
+        if self.classifier is None:
+            raise TracklinkError("--pooling caa needs the class-aware attention of a tracklink checkpoint (.pt) "
+                                 "trained with classes; this model has no classifier. Use --pooling mean or max, "
+                                 "or pass the checkpoint the model was exported from")
+        return self.embed_with_attention
+
     def embed_with_attention(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings (N, D) and each crop's class-aware attention (N,), for CAA pooling."""
         from tracklink.models.pooling import caa_attention_np

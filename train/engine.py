@@ -455,7 +455,7 @@ class Trainer:
         from tracklink.data.link_threshold import calibrate_on_tracklets, unique_tracklets
 
         embedder = self._embedder()
-        embed = embedder.embed_with_attention if self.meta.pooling == "caa" else embedder.embed
+        embed = embedder.embed_for(self.meta.pooling)
         try:
             result = calibrate_on_tracklets(embed, unique_tracklets(self.eval_dataset), self.meta.pooling,
                                             progress=self.progress)

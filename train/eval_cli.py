@@ -53,7 +53,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracklink import TracklinkError
     from tracklink.data.datasets import load_identities
     from tracklink.export.runtime import open_embedder
     from tracklink.train.evaluate import counts, embed_splits, score_splits
@@ -61,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     dataset = load_identities(args.data, args.ids)
     embedder = open_embedder(args.model, backend=args.backend, device=args.device)
-    if args.pooling == "caa" and embedder.classifier is None:
-        raise TracklinkError(f"--pooling caa needs the classifier of a tracklink checkpoint; {args.model} has none. "
-                             "Use --pooling mean or max")
-    embed = embedder.embed_with_attention if args.pooling == "caa" else embedder.embed
+    embed = embedder.embed_for(args.pooling)
     splits = embed_splits(embed, dataset, args.batch_size, args.progress)
     result = {"model": str(args.model), "backend": embedder.backend, "data": args.data, "ids": args.ids,
               "protocol": "cross-camera, cosine similarity",
