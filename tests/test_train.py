@@ -92,7 +92,10 @@ def test_ablation_losses_all_train(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The child computes with as many threads as this process: a float sum split over another thread count
+    # rounds differently. (An earlier import of ultralytics sets OMP_NUM_THREADS=1 in this environment after
+    # this process's own pool already started.)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, "-m", "tracklink", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
