@@ -279,9 +279,8 @@ class PipelineWorker(QThread):
         self._last_sync = time.monotonic()
         mine = {s.name for s in self.pipeline.sources}
         stored: dict[str, list] = {}
-        for t in self.store.tracklets():
-            if t.camera not in mine and t.global_id is not None:
-                stored.setdefault(t.camera, []).append(t)
+        for camera in (c.name for c in self.store.cameras() if c.name not in mine):  # never our own rows
+            stored[camera] = [t for t in self.store.tracklets(camera) if t.global_id is not None]
         changed = False
         for camera in set(self._others) | set(stored):
             tracklets = stored.get(camera, [])
