@@ -64,6 +64,7 @@ class CameraResult:
     tracks: list[Track]
     global_ids: dict[int, int | None]  # track id -> global id (None until its tracklet is linked)
     ended: list[Tracklet]  # tracklets that ended at this step
+    backfill: list[Track] = field(default_factory=list)  # earlier boxes of tracks first reported now
 
 
 @dataclass
@@ -298,7 +299,8 @@ class Pipeline:
         results, mature = self._pool(cams, frames, detections, steps, ended_at_step)
         seconds["track"] += clock() - t0  # pooling is bookkeeping of the tracker's output
 
-        seconds["link"], seconds["store"] = self._link_and_store(mature, ended_at_step, [s.tracks for s in steps])
+        seconds["link"], seconds["store"] = self._link_and_store(mature, ended_at_step,
+                                                                 [s.backfill + s.tracks for s in steps])
         for r, cam in zip(results, cams):
             r.global_ids = {t.track_id: cam.pool.live[t.track_id].global_id if t.track_id in cam.pool.live
                             else None for t in r.tracks}
@@ -331,7 +333,7 @@ class Pipeline:
         results: list[CameraResult] = []
         mature: list[Tracklet] = []
         for cam, frame, det, s in zip(cams, frames, detections, steps):
-            touched = cam.pool.update(s.tracks)
+            touched = cam.pool.update(s.backfill + s.tracks)
             cam.pool.frames += 1
             for t in touched:
                 self._dirty[t.key] = t
@@ -340,7 +342,7 @@ class Pipeline:
                     mature.append(t)
             ended = cam.pool.end(s.ended)
             ended_at_step.setdefault(frame.camera, []).extend(ended)
-            results.append(CameraResult(frame, det, s.tracks, {}, ended))
+            results.append(CameraResult(frame, det, s.tracks, {}, ended, s.backfill))
         return results, mature
 
     # stages ----------------------------------------------------------------------------------------------

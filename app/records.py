@@ -103,8 +103,8 @@ class Tracklet:
                 and other.start_time <= self.end_time)
 
     def add(self, track: Track) -> None:
-        self.last_frame = max(self.last_frame, track.frame)
-        self.end_time = max(self.end_time, track.timestamp)
+        self.first_frame, self.last_frame = min(self.first_frame, track.frame), max(self.last_frame, track.frame)
+        self.start_time, self.end_time = min(self.start_time, track.timestamp), max(self.end_time, track.timestamp)
         self.num_boxes += 1
         if track.embedding is not None:
             self.add_embeddings(track.embedding[None], np.array([track.attention], np.float32))

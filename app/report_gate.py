@@ -13,7 +13,8 @@ first frame at which either
   walking, however unsure the detector is of them).
 Until then the tracker keeps the track (it still claims its boxes, so they do not start other tracks) but
 tracklink does not report it; a static object at a middling score is never reported. Once reported, a
-track stays reported. Rows before that frame are not written back (the pipeline is online).
+track stays reported, and its boxes from before are given back to the store (app/track.py,
+`UnreportedHistory`); a live display has shown those frames already.
 """
 
 from __future__ import annotations

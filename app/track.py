@@ -202,6 +202,33 @@ class TrackStep:
     tracks: list[Track]
     detection_index: np.ndarray  # (len(tracks),) index into the frame's Detections
     ended: list[int]  # track ids that the tracker dropped in this step (their tracklets are complete)
+    # Earlier boxes of the tracks first reported at this step (see `UnreportedHistory`), oldest first.
+    backfill: list[Track] = field(default_factory=list)
+
+
+class UnreportedHistory:
+    """The boxes a track had before it was reported, given back when it is.
+
+    A track is not reported at its first frame: ultralytics confirms a new track (after the video's first
+    frame) only when a second frame matches it, and the report gate (app/report_gate.py) holds a track until
+    it proves to be a person. Those first boxes are the person's all the same. An online display cannot go
+    back, but the store and everything written from it (MOT files, videos, tracklet spans) can, so each
+    held box is kept per track and released with the track's first reported box. A track that dies
+    unreported takes its boxes with it.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, list[Track]] = {}
+
+    def hold(self, track: Track) -> None:
+        self._held.setdefault(track.track_id, []).append(track)
+
+    def release(self, track_ids: Sequence[int]) -> list[Track]:
+        return [t for tid in track_ids for t in self._held.pop(tid, [])]
+
+    def keep_only(self, track_ids: set[int]) -> None:
+        for tid in [t for t in self._held if t not in track_ids]:
+            del self._held[tid]
 
 
 class CameraTracker:
@@ -231,6 +258,7 @@ class CameraTracker:
             self._tracker = BYTETracker(args)
         BaseTrack._count = max(BaseTrack._count, count)
         self._alive: set[int] = set()
+        self._history = UnreportedHistory()
         self.gate = (ReportGate(args.report_thresh, args.report_motion) if args.report_thresh is not None
                      else None)
 
@@ -246,21 +274,31 @@ class CameraTracker:
         if self.features is not None:
             self.features.set(boxes.xywh, embeddings if embeddings is not None else [None] * len(boxes))
         out = self._tracker.update(boxes, frame.image)
-        kept = out if self.gate is None else [r for r in out if self.gate.admit(int(r[4]), r[:4], float(r[5]))]
-        tracks, index = [], np.zeros(len(kept), np.int64)
-        for k, row in enumerate(kept):
-            i = int(row[7])
-            index[k] = i
+        admitted = [self.gate is None or self.gate.admit(int(r[4]), r[:4], float(r[5])) for r in out]
+
+        def track(track_id: int, xyxy: np.ndarray, score: float, i: int) -> Track:
             emb = embeddings[i] if embeddings is not None else None
-            tracks.append(Track(frame.camera, frame.index, frame.timestamp, int(row[4]), row[:4].astype(np.float32),
-                                float(row[5]), emb))
+            return Track(frame.camera, frame.index, frame.timestamp, track_id, np.asarray(xyxy, np.float32)[:4],
+                         float(score), emb)
+
+        kept = [r for r, ok in zip(out, admitted) if ok]
+        tracks = [track(int(r[4]), r[:4], r[5], int(r[7])) for r in kept]
+        index = np.array([int(r[7]) for r in kept], np.int64)
+        backfill = self._history.release([t.track_id for t in tracks])
+        for r in (r for r, ok in zip(out, admitted) if not ok):
+            self._history.hold(track(int(r[4]), r[:4], r[5], int(r[7])))
+        unconfirmed = [t for t in self._tracker.tracked_stracks if not t.is_activated]
+        for t in unconfirmed:
+            if t.start_frame == self._tracker.frame_id:  # born now; confirmed (or dropped) at the next frame
+                self._history.hold(track(t.track_id, t.xyxy, t.score, int(t.idx)))
         alive = {t.track_id for t in self._tracker.tracked_stracks if t.is_activated}
         alive |= {t.track_id for t in self._tracker.lost_stracks}
         ended = sorted(self._alive - alive)
         self._alive = alive
+        self._history.keep_only(alive | {t.track_id for t in unconfirmed})
         if self.gate is not None:
             self.gate.forget(ended)
-        return TrackStep(tracks, index, ended)
+        return TrackStep(tracks, index, ended, backfill)
 
     def finish(self) -> list[int]:
         """End of the stream: every track still alive is complete."""
@@ -271,4 +309,4 @@ class CameraTracker:
 
 
 __all__ = ["AppearanceConfig", "CameraTracker", "FAMILY_DEFAULTS", "FrameFeatures", "GATE_KEYS", "TRACKERS",
-           "TrackStep", "TrackerConfig", "appearance_mask", "crop", "detector_family", "load_tracker_yaml", "ultralytics_tracker_yaml"]
+           "TrackStep", "TrackerConfig", "UnreportedHistory", "appearance_mask", "crop", "detector_family", "load_tracker_yaml", "ultralytics_tracker_yaml"]

@@ -20,6 +20,7 @@ Detector YOLOX-nano (ONNX), re-ID OSNet-x0.25 (for BoT-SORT's appearance cue). S
             through tracklink's own Pipeline; embeddings are cached per crop.
     gate    the report gate on and off at the chosen values (or with --set KEY=VALUE changes), per
             sequence (MOTA, IDF1, HOTA, precision IDP, FP, FN).
+    try     the defaults with --set KEY=VALUE changes beside the peers, every sequence, with the verdict.
     table   `tracklink batch` (the real command) with tracklink's defaults, then `tracklink eval-mot`, beside
             ultralytics' BYTETracker and BOTSORT (from their YAML, re-ID off as ultralytics runs them) with
             ByteTrack's published thresholds: score 0.3, NMS 0.45, high 0.5, low 0.1, new track 0.6.
@@ -217,7 +218,7 @@ def run_tracklink(seq: Sequence, frames: Frames, dets: DetectionCache, embedder:
     rows = []
     for step in pipeline:
         for cam in step.cameras:
-            rows += [mot_row(cam.frame.index, t.track_id, t.xyxy, t.confidence) for t in cam.tracks]
+            rows += [mot_row(t.frame, t.track_id, t.xyxy, t.confidence) for t in cam.backfill + cam.tracks]
     return "".join(rows)
 
 
@@ -393,7 +394,7 @@ def print_table(bench: Bench, columns: dict[str, dict[str, dict]], after: str) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("sweep", "gate", "table"))
+    p.add_argument("stage", choices=("sweep", "gate", "try", "table"))
     p.add_argument("--out", type=Path, default=REPO / "runs" / "tracking")
     p.add_argument("--kinds", default="bytetrack,botsort", help="tracker kinds to sweep")
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds")
@@ -419,15 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             best["check"] = objective(bench.tracklink(kind, best["params"], "check"), bench.names("check"),
                                       bench.peers)
             log({"best": best})
+    elif args.stage == "try":
+        kind, params = _defaults_with(args.tracker, args.set)
+        columns = {"try": bench.tracklink(kind, params), **bench.peers}
+        log({"try": columns["try"], "params": params})
+        print("\n".join(print_table(bench, columns, "try")))
     elif args.stage == "gate":
-        from tracklink.app.session import DEFAULT_TRACKER
-        from tracklink.app.track import TrackerConfig
-
-        tcfg = TrackerConfig(args.tracker or DEFAULT_TRACKER, family="yolox").args()
-        params = {**{k: getattr(tcfg, k) for k in GRID if hasattr(tcfg, k)}, **_detector_defaults()}
-        params.update({k: json.loads(v) if v[:1].isdigit() or v == "null" else v
-                       for k, v in (item.split("=", 1) for item in args.set)})
-        effect = gate_effect(bench, tcfg.tracker_type, params)
+        kind, params = _defaults_with(args.tracker, args.set)
+        effect = gate_effect(bench, kind, params)
         log({"gate": effect, "params": params})
         print(f"| sequence | gate off MOTA / IDF1 / precision / FP | gate on (report_thresh {params['report_thresh']}) |")
         print("|---|---|---|")
@@ -443,6 +443,18 @@ def main(argv: list[str] | None = None) -> int:
         columns.update(bench.peers)
         print("\n".join(print_table(bench, columns, args.label)))
     return 0
+
+
+def _defaults_with(tracker: str | None, changes: list[str]) -> tuple[str, dict]:
+    """The tracker kind and tracklink's default values for it, with KEY=VALUE changes applied."""
+    from tracklink.app.session import DEFAULT_TRACKER
+    from tracklink.app.track import TrackerConfig
+
+    tcfg = TrackerConfig(tracker or DEFAULT_TRACKER, family="yolox").args()
+    params = {**{k: getattr(tcfg, k) for k in GRID if hasattr(tcfg, k)}, **_detector_defaults()}
+    params.update({k: json.loads(v) if v[:1].isdigit() or v == "null" else v
+                   for k, v in (item.split("=", 1) for item in changes)})
+    return tcfg.tracker_type, params
 
 
 def _detector_defaults() -> dict:

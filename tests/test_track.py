@@ -73,6 +73,31 @@ def test_ids_persist_and_end(kind):
     assert tracker.finish() == [walker[0]]
 
 
+@pytest.mark.parametrize("kind", ["bytetrack", "botsort"])
+def test_first_boxes_of_a_track_are_given_back_when_it_is_reported(kind):
+    """A person appears after the first frame, stands unsure (score below report_thresh) for three frames,
+    then walks: the report gate holds the track until it has moved, and its earlier boxes then come back in
+    `backfill`, once, oldest first. A box seen in one frame only is never reported nor given back."""
+    options = {"report_thresh": 0.8, "report_motion": 0.25, **({"gmc_method": "none"} if kind == "botsort" else {})}
+    tracker = CameraTracker("cam", TrackerConfig(kind, options))
+    shift = {2: 0, 3: 0, 4: 0, 5: 20, 6: 40, 7: 60}  # px to the right; 40 px = 0.25 box heights
+    reported, backfills = {}, {}
+    for i in range(1, 8):
+        boxes = [[100 + shift[i], 100, 160 + shift[i], 260]] if i in shift else []
+        if i == 5:
+            boxes.append([400, 50, 430, 120])  # a one-frame blip
+        d = dets(boxes, conf=0.7)
+        emb = [np.eye(8, dtype=np.float32)[k] for k in range(len(d))]
+        step = tracker.update(frame(i), d, emb if tracker.uses_appearance else None)
+        reported[i] = [t.track_id for t in step.tracks]
+        backfills[i] = [(t.track_id, t.frame) for t in step.backfill]
+    (tid,) = {t for ids in reported.values() for t in ids}
+    first = min(i for i, ids in reported.items() if ids)
+    assert first >= 6 and all(reported[i] for i in range(first, 8)), "held while it stood, reported once it walked"
+    assert backfills[first] == [(tid, f) for f in range(2, first)], "every earlier frame, once, oldest first"
+    assert all(not b for i, b in backfills.items() if i != first)
+
+
 def test_botsort_receives_our_embeddings():
     """BOTSORT's appearance state is fed from the embeddings we pass, detection by detection."""
     tracker = CameraTracker("cam", TrackerConfig("botsort", {"gmc_method": "none"}))
