@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from tracklink import TracklinkError
+from tracklink.app.feed import FrameFeed, Grab
 from tracklink.app.records import Detections, Frame, Track, Tracklet
 from tracklink.app.sources import Source
 from tracklink.app.store import CameraRecord, Store
@@ -53,6 +54,9 @@ class PipelineConfig:
     pooling: str = "mean"  # tracklet features from frame embeddings (tracklink.models.pooling)
     # With only live cameras and no frame ready, wait this long before looking again (no busy loop).
     idle_wait_s: float = 0.01
+    # Read and detect the next step's frames while this step tracks and embeds (app/feed.py); off, the
+    # stages run in turn on the calling thread. Results are the same either way.
+    read_ahead: bool = True
 
 
 @dataclass
@@ -171,6 +175,7 @@ class Pipeline:
         self._stopped = False
         self._opened = False
         self._step = 0
+        self._feed = FrameFeed(detector, ahead=self.config.read_ahead)
 
     # lifecycle -------------------------------------------------------------------------------------------
 
@@ -199,6 +204,7 @@ class Pipeline:
         """Open one more camera while the others run (the viewer); returns its error, None when it opened."""
         if any(s.name == source.name for s in self.sources):
             raise TracklinkError(f"camera name {source.name!r} is taken in this run; name the source NAME=SOURCE")
+        self._feed.wait()
         self.sources.append(source)
         if fingerprint:
             self.fingerprints[source.name] = fingerprint
@@ -213,6 +219,7 @@ class Pipeline:
         """
         if name not in self._cameras:
             return []
+        self._feed.wait()  # its source may be being read ahead; what was read is dropped at the next step
         ended = self._end_camera(name, stopped=not self._cameras[name].source.live)
         self._link_and_store([], {name: ended})
         return ended
@@ -222,6 +229,7 @@ class Pipeline:
         self._stopped = True
 
     def close(self) -> None:
+        self._feed.close()
         for cam in self._cameras.values():
             cam.source.close()
         if self.store is not None:
@@ -273,9 +281,11 @@ class Pipeline:
         """One frame from every camera that has one; None when no camera had a frame (and none ended)."""
         clock = time.perf_counter
         seconds = dict.fromkeys(STAGES, 0.0)
-        t0 = clock()
-        frames, finished, ended_at_step = self._read_frames()
-        seconds["decode"] = clock() - t0
+        grab = self._feed.take([c.source for c in self._cameras.values()])
+        frames, detections, finished, ended_at_step = self._settle(grab)
+        seconds["decode"], seconds["detect"] = grab.decode_s, grab.detect_s
+        if not self._stopped:
+            self._feed.read_ahead([c.source for c in self._cameras.values()])
         if not frames:
             if ended_at_step:
                 seconds["link"], seconds["store"] = self._link_and_store([], ended_at_step)
@@ -283,10 +293,6 @@ class Pipeline:
             if self._cameras:
                 time.sleep(self.config.idle_wait_s)
             return None
-
-        t0 = clock()
-        detections = self.detector([f.image for f in frames])
-        seconds["detect"] = clock() - t0
 
         fit = [appearance_mask(d, f.image.shape, self.config.appearance) for f, d in zip(frames, detections)]
         cams = [self._cameras[f.camera] for f in frames]
@@ -306,26 +312,27 @@ class Pipeline:
                             else None for t in r.tracks}
         return StepResult(self._next(), results, seconds, finished, _flat(ended_at_step))
 
-    def _read_frames(self) -> tuple[list[Frame], dict[str, str], dict[str, list[Tracklet]]]:
-        """This step's frame of every camera that has one, and the cameras that ended (done or failed)."""
+    def _settle(self, grab: Grab) -> tuple[list[Frame], list[Detections], dict[str, str], dict[str, list[Tracklet]]]:
+        """This step's frames of the cameras still open, with their detections, and the cameras that ended
+        (done or failed). Reads of a camera removed since they were made are dropped."""
         frames: list[Frame] = []
+        detections: list[Detections] = []
         finished: dict[str, str] = {}
         ended: dict[str, list[Tracklet]] = {}
-        for name, cam in list(self._cameras.items()):
-            try:
-                frame = cam.source.read(timeout=0.0)
-            except TracklinkError as exc:
-                ended[name] = self._end_camera(name, error=str(exc))
-                finished[name] = f"error: {exc}"
+        found = iter(grab.detections)
+        for read in grab.reads:
+            det = next(found) if read.frame is not None else None
+            if read.camera not in self._cameras:
                 continue
-            if frame is not None:
-                frames.append(frame)
-            elif cam.source.status.finished:
-                status = cam.source.status
-                error = status.reason if status.state == "error" else ""
-                ended[name] = self._end_camera(name, error=error)
-                finished[name] = f"error: {error}" if error else "done"
-        return frames, finished, ended
+            if read.frame is not None:
+                frames.append(read.frame)
+                detections.append(det)
+            elif read.finished:
+                status = self._cameras[read.camera].source.status
+                error = read.error or (status.reason if status.state == "error" else "")
+                ended[read.camera] = self._end_camera(read.camera, error=error)
+                finished[read.camera] = f"error: {error}" if error else "done"
+        return frames, detections, finished, ended
 
     def _pool(self, cams: list["_Camera"], frames: list[Frame], detections: list[Detections], steps,
               ended_at_step: dict[str, list[Tracklet]]) -> tuple[list[CameraResult], list[Tracklet]]:

@@ -67,6 +67,7 @@ class SessionOptions:
     nms_iou: float | None = None
     tracker_config: str | None = None  # YAML file overriding keys of the tracker's YAML
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
+    read_ahead: bool = True  # read and detect the next frames while tracking and embedding (app/feed.py)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
     # Allow a pickled detector (.pt) from a path: loading one runs the code it holds. Never remembered.
@@ -104,6 +105,9 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                         "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+    p.add_argument("--no-read-ahead", dest="read_ahead", action="store_false",
+                   help="run the stages in turn on one thread instead of reading and detecting the next frames "
+                        "while this step tracks and embeds (same results; for profiling one stage)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow a pickled ultralytics .pt from a path as --detector: loading a pickle runs any code "
                         "it holds, so only for files you trust (the published yolo11n.pt is checked by sha256 "
@@ -304,7 +308,8 @@ def build_pipeline(sources: Sequence["Source"], models: Models, options: Session
                    linker: "OnlineLinker | None", fingerprints: dict[str, str]) -> "Pipeline":
     from tracklink.app.pipeline import Pipeline, PipelineConfig
 
-    config = PipelineConfig(tracker=tracker_config(options, models.detector_spec), pooling=models.pooling)
+    config = PipelineConfig(tracker=tracker_config(options, models.detector_spec), pooling=models.pooling,
+                            read_ahead=options.read_ahead)
     return Pipeline(sources, models.detector, models.embedder, config, store, linker, fingerprints)
 
 

@@ -5,6 +5,11 @@ forth (0, 1, ..., n-1, n-2, ..., 1, 0, ...) to --frames frames, written as mp4 v
 video per camera, camera k showing the k-th sequence of --sequences. Each run is `tracklink batch`'s own
 code path (`run_batch`) with the real YOLOX detector and OSNet embedder, re-ID on, into a fresh output folder.
 
+Beside it, in the same run and on the same videos, ultralytics' own BYTETracker without re-ID on the same
+YOLOX detector (ByteTrack's published thresholds, as in bench/tracking.py): decode, detect, track, one
+after the other, as `model.track()` runs them. `vs_ultralytics` is tracklink's overall fps (re-ID, linking
+and the store included) over that peer's, per sequence.
+
 Reported per camera count (--cameras, default 1,2,4): camera-frames/s of each stage (decode, detect, track,
 embed, link, store: camera-frames processed / seconds spent in the stage, from summary.json), overall
 camera-frames/s over the pipeline's wall time, and ms per camera-frame, so the cost of adding a stream
@@ -14,6 +19,7 @@ content (crowd size) can be told apart from the number of streams. Each configur
 the fastest run is kept (the CPU is shared: the fastest is the least disturbed).
 
     .venv/bin/python bench/pipeline_speed.py [--cameras 1,2,4] [--per-sequence] [--size 480x360] [--threads N]
+        [--tracker botsort|bytetrack] [--no-read-ahead]
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/tracking.py: the peers' thresholds
 ASSETS = REPO.parent / "shared" / "assets"
 DEFAULT_SEQUENCES = ("MOT17-04-FRCNN", "MOT17-11-FRCNN", "MOT17-13-FRCNN", "MOT17-02-FRCNN")
 
@@ -61,7 +69,7 @@ def run_once(videos: list[Path], out: Path, args: argparse.Namespace) -> dict:
     # NAME=PATH: a sequence shown by two cameras (when cycled) still makes two cameras.
     options = BatchOptions([f"cam{k + 1}={v}" for k, v in enumerate(videos)], out=str(out),
                            detector=f"yolox:{args.detector}", reid=str(args.reid), tracker=args.tracker, fresh=True,
-                           progress=False, threads=args.threads)
+                           progress=False, threads=args.threads, read_ahead=args.read_ahead)
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
         summary = run_batch(options)
@@ -82,6 +90,34 @@ def run_once(videos: list[Path], out: Path, args: argparse.Namespace) -> dict:
         "run_batch_s": round(total_s, 2),  # with model loading and the final clustering
         "backend": summary["backend"],
     }
+
+
+def run_peer(video: Path, args: argparse.Namespace) -> float:
+    """ultralytics' BYTETracker, re-ID off, on the same YOLOX detector; frames/s over decode+detect+track."""
+    from ultralytics.engine.results import Boxes
+    from ultralytics.trackers import BYTETracker
+    from ultralytics.utils import IterableSimpleNamespace
+
+    from tracklink.app.detect import DetectorConfig, make_detector
+    from tracklink.app.track import ultralytics_tracker_yaml
+    from tracking import PEER_DETECTOR, PEER_TRACKER
+
+    detector = make_detector(f"yolox:{args.detector}", DetectorConfig(conf=PEER_DETECTOR["conf"],
+                                                                      iou=PEER_DETECTOR["iou"]),
+                             threads=args.threads or None)
+    tracker = BYTETracker(IterableSimpleNamespace(**{**ultralytics_tracker_yaml("bytetrack"), **PEER_TRACKER}))
+    capture = cv2.VideoCapture(str(video))
+    frames, t0 = 0, time.perf_counter()
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        det = detector([image])[0]
+        tracker.update(Boxes(np.concatenate([det.xyxy, det.confidence[:, None], det.class_id[:, None]], axis=1)
+                             .astype(np.float32), image.shape[:2]), image)
+        frames += 1
+    capture.release()
+    return frames / (time.perf_counter() - t0)
 
 
 def best_of(videos: list[Path], root: Path, args: argparse.Namespace, tag: str) -> dict:
@@ -107,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: tracklink batch's)")
     p.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is reported")
     p.add_argument("--per-sequence", action="store_true", help="also run each MOT17-mini sequence alone")
+    p.add_argument("--no-read-ahead", dest="read_ahead", action="store_false",
+                   help="tracklink runs its stages in turn (no read-ahead thread)")
     args = p.parse_args(argv)
 
     args.threads = DEFAULT_THREADS if args.threads is None else args.threads
@@ -123,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                  "load_avg_1m_before": round(os.getloadavg()[0], 2)},
         "input": {"size": list(size), "frames_per_camera": args.frames, "sequences": sequences},
         "tracker": args.tracker, "threads": args.threads, "detector": str(args.detector), "reid": str(args.reid),
-        "repeat": args.repeat,
+        "repeat": args.repeat, "read_ahead": args.read_ahead,
     }
     with tempfile.TemporaryDirectory(prefix="tracklink-speed-") as tmp:
         root = Path(tmp)
@@ -134,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                              for n in counts]
         if args.per_sequence:
             report["per_sequence"] = {s: best_of([videos[s]], root, args, s) for s in names}
+            for s in names:
+                peer = max(run_peer(videos[s], args) for _ in range(args.repeat))
+                ours = report["per_sequence"][s]["fps"]["overall"]
+                report["per_sequence"][s]["ultralytics_bytetrack_fps"] = round(peer, 1)
+                report["per_sequence"][s]["vs_ultralytics"] = round(ours / peer, 3)
     report["host"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
     return 0

@@ -411,6 +411,7 @@ class TrtRunner:
         self.sidecar = read_sidecar(engine_path)  # before importing TensorRT: a missing sidecar is the clearer error
         trt = import_tensorrt()
         cudart = _cudart()
+        self.device = device
         _cuda(cudart.cudaSetDevice(device))
         gpu_name, cc = gpu_identity(device)
         check_sidecar(self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu_name, compute_capability=cc,
@@ -438,6 +439,8 @@ class TrtRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(n, C, H, W) with n <= max_batch -> the first output, (n, ...). Callers split larger batches."""
         cudart = _cudart()
+        # The current device is per host thread; the pipeline may call from its read-ahead thread.
+        _cuda(cudart.cudaSetDevice(self.device))
         n = len(batch)
         if not 1 <= n <= self.max_batch:
             raise TracklinkError(f"batch of {n} is outside this engine's profile (1..{self.max_batch})")

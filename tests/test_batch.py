@@ -220,6 +220,43 @@ def test_pipeline_embeds_all_cameras_in_one_call_per_step(mot17_dir: Path, yolox
     assert pipeline.stats.frames == 10 and pipeline.stats.fps()["overall"] > 0
 
 
+def test_reading_ahead_gives_the_same_results_as_reading_in_turn(mot17_dir: Path, yolox_onnx: Path,
+                                                                  osnet_onnx: Path):
+    """Detection of the next step runs on the feed's thread while this step tracks and embeds; every step's
+    frames, tracks, boxes, endings and ids are the same as with the stages in turn, cameras ending midway."""
+    import threading
+
+    from tracklink.app.detect import make_detector
+    from tracklink.app.link import LinkConfig, OnlineLinker
+    from tracklink.app.pipeline import Pipeline, PipelineConfig
+    from tracklink.app.sources import make_sources
+    from tracklink.export.runtime import open_embedder
+
+    detector, embedder = make_detector(f"yolox:{yolox_onnx}"), open_embedder(osnet_onnx)
+
+    def run(read_ahead: bool) -> tuple[list, set[str]]:
+        threads: set[str] = set()
+
+        def detect(images):
+            threads.add(threading.current_thread().name)
+            return detector(images)
+
+        sources = make_sources([str(mot17_dir / n) for n in ("MOT17-05-FRCNN", "MOT17-09-FRCNN", "MOT17-13-FRCNN")])
+        pipeline = Pipeline(sources, detect, embedder, PipelineConfig(read_ahead=read_ahead),
+                            linker=OnlineLinker(LinkConfig(threshold=0.7, min_embeddings=2)))
+        with pipeline:
+            steps = [(s.index, [(c.frame.camera, c.frame.index, [(t.track_id, t.xyxy.round(3).tolist(),
+                                                                  c.global_ids[t.track_id]) for t in c.tracks])
+                                for c in s.cameras], sorted(t.key for t in s.ended), s.finished) for s in pipeline]
+        return steps, threads
+
+    in_turn, turn_threads = run(read_ahead=False)
+    ahead, ahead_threads = run(read_ahead=True)
+    assert turn_threads == {threading.current_thread().name}
+    assert any(name.startswith("tracklink-feed") for name in ahead_threads), "detection ran on the feed's thread"
+    assert ahead == in_turn and any(s[3] for s in in_turn[:-1]), "same results; a camera ended before the last"
+
+
 class MjpegCamera:
     """A real HTTP MJPEG camera on localhost, streaming MOT17 frames until stopped."""
 

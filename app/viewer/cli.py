@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     given = {k for k in _OVERRIDES if getattr(args, k) is not None}
     cli = ViewerOptions(sources=list(args.sources), max_steps=args.frames,
                         **{k: getattr(args, k) for k in given})
-    options = replace(settings.merged(cli, given), trust_pickle=args.trust_pickle)  # per run, never remembered
+    # per run, never remembered
+    options = replace(settings.merged(cli, given), trust_pickle=args.trust_pickle, read_ahead=args.read_ahead)
     window = MainWindow(options, settings, screenshot=args.screenshot)
     window.show()
     code = app.exec()
