@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tracklink import TracklinkError
+from tracklink.app.camera_motion import NAME as BACKGROUND_FLOW, BackgroundFlow
 from tracklink.app.records import Detections, Frame, Track
 from tracklink.app.report_gate import ReportGate
 
@@ -249,8 +250,15 @@ class CameraTracker:
         from ultralytics.trackers.basetrack import BaseTrack
 
         count = BaseTrack._count
+        self.motion: BackgroundFlow | None = None
         if self.config.kind == "botsort":
+            own_motion = args.gmc_method == BACKGROUND_FLOW
+            if own_motion:
+                args.gmc_method = "none"  # ultralytics does not know it; ours replaces its estimator below
             self._tracker = BOTSORT(args)
+            if own_motion:
+                self.motion = self._tracker.gmc = BackgroundFlow()
+                args.gmc_method = BACKGROUND_FLOW
             self.features = FrameFeatures()
             self._tracker.encoder = self.features
             args.with_reid = True
@@ -271,6 +279,8 @@ class CameraTracker:
                embeddings: Sequence[np.ndarray | None] | None = None) -> TrackStep:
         """Advance one frame; `embeddings[i]` belongs to detection i (None: unfit, no appearance)."""
         boxes = _Boxes(detections)
+        if self.motion is not None:
+            self.motion.boxes = boxes.xyxy  # corners are taken away from every box, not only confident ones
         if self.features is not None:
             self.features.set(boxes.xywh, embeddings if embeddings is not None else [None] * len(boxes))
         out = self._tracker.update(boxes, frame.image)

@@ -59,13 +59,13 @@ PEER_TRACKER = {"track_high_thresh": 0.5, "track_low_thresh": 0.1, "new_track_th
 # Coordinate-descent grid, in the order visited: BoT-SORT's camera-motion compensation, the detector's keys,
 # the tracker's YAML keys, then the report gate.
 GRID: dict[str, tuple] = {
-    "gmc_method": ("sparseOptFlow", "none"),  # BoT-SORT only: camera-motion compensation
+    "gmc_method": ("sparseOptFlow", "none", "backgroundFlow"),  # BoT-SORT only: camera-motion compensation
     "conf": (0.05, 0.1, 0.2, 0.3),
-    "iou": (0.45, 0.55, 0.65, 0.7),
-    "track_high_thresh": (0.25, 0.35, 0.45, 0.5, 0.55),
+    "iou": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    "track_high_thresh": (0.25, 0.35, 0.4, 0.45, 0.5, 0.55),
     "track_low_thresh": (0.05, 0.1, 0.2),
-    "new_track_thresh": (0.25, 0.35, 0.45, 0.55, 0.6, 0.65, 0.7),
-    "match_thresh": (0.7, 0.8, 0.9),
+    "new_track_thresh": (0.25, 0.35, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    "match_thresh": (0.7, 0.8, 0.85, 0.9),
     "track_buffer": (30, 60),
     "report_thresh": (None, 0.5, 0.6, 0.7, 0.8),
     "report_motion": (0.25, 0.5, 1.0),
