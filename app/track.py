@@ -75,23 +75,23 @@ GATE_KEYS: dict[str, Any] = {"report_thresh": None, "report_motion": 0.5}
 # "Tracking defaults", has the table and the commands). YOLOX-nano with BoT-SORT and our OSNet embeddings,
 # coordinate descent on MOT17-02/04/05/09, TUD-Campus and a semi-synthetic scene, scored against
 # ultralytics' ByteTrack and BoT-SORT with ByteTrack's published thresholds on the same detections
-# (objective: worst plus mean margin over the better peer's MOTA and IDF1; the chosen values: -0.017):
-# - new_track_thresh 0.6 (ultralytics: 0.25): 0.25-0.45 gave -0.27, 0.55 -0.08, 0.65 -0.08. At 0.25 a
-#   sign post that YOLOX scores about 0.5 became a track for a whole video. With all the values below,
-#   TUD-Campus (tracklink batch, no flags but the models) went from MOTA 0.15 / IDF1 0.58 to 0.69 / 0.77.
-# - track_high_thresh 0.45 (0.25-0.5 within 0.001; 0.55: -0.05), track_low_thresh 0.05, match_thresh 0.8
-#   (0.7: -0.10, 0.9: -0.06), track_buffer 30 (60: the same).
-# - gmc_method none (-0.58 with sparseOptFlow): on the scenes' plain backgrounds the camera motion is
-#   estimated from the people. Moving cameras (MOT17-05, -10) lose about 0.02 MOTA without it: set
-#   `gmc_method: sparseOptFlow` with --tracker-config there.
-# - report_thresh 0.6 (app/report_gate.py): -0.0171 against -0.0167 without the gate at new_track_thresh
-#   0.6; it keeps static false positives out when a --tracker-config lowers new_track_thresh.
+# (objective: worst plus mean margin over the better peer's MOTA and IDF1; the chosen values: +0.0144):
+# - gmc_method backgroundFlow (app/camera_motion.py; none: -0.0196, ultralytics' sparseOptFlow: -0.566, as
+#   it takes walking people on plain backgrounds for camera motion).
+# - new_track_thresh 0.6 (ultralytics: 0.25): 0.25-0.45 gave -0.117, 0.5 -0.072, 0.55 -0.078, 0.65 -0.074.
+#   At 0.25 a sign post that YOLOX scores about 0.5 became a track for a whole video.
+# - track_high_thresh 0.45 (0.4: 0.0116, 0.5: 0.0132, 0.55: -0.041), track_low_thresh 0.1 (0.05-0.2 the
+#   same: the detector's score threshold is 0.3), match_thresh 0.8 (0.7: -0.126, 0.85: -0.044),
+#   track_buffer 30 (60: the same).
+# - report_thresh 0.6 (app/report_gate.py; off or 0.5: 0.0084, 0.7: -0.159), report_motion 0.5 (0.25 and 1.0
+#   the same): it keeps static false positives out, and a held track's boxes are written once it is
+#   reported (`UnreportedHistory`).
 # ultralytics' YOLO keeps ultralytics' own values: no ultralytics weights were at hand offline to measure,
 # and its scores are the ones those values were tuned on.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "ultralytics": {},
-    "yolox": {"track_high_thresh": 0.45, "track_low_thresh": 0.05, "new_track_thresh": 0.6, "match_thresh": 0.8,
-              "track_buffer": 30, "gmc_method": "none", "report_thresh": 0.6, "report_motion": 0.5},
+    "yolox": {"track_high_thresh": 0.45, "track_low_thresh": 0.1, "new_track_thresh": 0.6, "match_thresh": 0.8,
+              "track_buffer": 30, "gmc_method": BACKGROUND_FLOW, "report_thresh": 0.6, "report_motion": 0.5},
 }
 
 
