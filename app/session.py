@@ -68,6 +68,7 @@ class SessionOptions:
     tracker_config: str | None = None  # YAML file overriding keys of the tracker's YAML
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     read_ahead: bool = True  # read and detect the next frames while tracking and embedding (app/feed.py)
+    embed_every: int = 3  # after a track's first crops, embed one every N frames (EmbedSchedule)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
     # Allow a pickled detector (.pt) from a path: loading one runs the code it holds. Never remembered.
@@ -105,6 +106,9 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                         "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+    p.add_argument("--embed-every", type=int, default=None if remembered else 3, metavar="N",
+                   help="after a track's first 5 crops, embed one every N frames; 1 embeds every fit box of every "
+                        "track (slower; more crops for cross-camera linking) (default: 3)")
     p.add_argument("--no-read-ahead", dest="read_ahead", action="store_false",
                    help="run the stages in turn on one thread instead of reading and detecting the next frames "
                         "while this step tracks and embeds (same results; for profiling one stage)")
@@ -175,6 +179,8 @@ def load_models(options: SessionOptions) -> Models:
 
     if options.threads < 0:
         raise TracklinkError(f"--threads must be 0 (one per core) or more, got {options.threads}")
+    if options.embed_every < 1:
+        raise TracklinkError(f"--embed-every must be 1 or more (1: every frame), got {options.embed_every}")
     transit = load_transit(options.transit) if options.transit else {}
     LinkConfig(threshold=0.0, gallery_ttl=options.gallery_ttl)  # a bad --gallery-ttl fails before models load
     errors, detector, embedder, reid_path, spec, detector_config = [], None, None, None, "", None
@@ -308,8 +314,10 @@ def build_pipeline(sources: Sequence["Source"], models: Models, options: Session
                    linker: "OnlineLinker | None", fingerprints: dict[str, str]) -> "Pipeline":
     from tracklink.app.pipeline import Pipeline, PipelineConfig
 
+    from tracklink.app.step_strategies import EmbedSchedule
+
     config = PipelineConfig(tracker=tracker_config(options, models.detector_spec), pooling=models.pooling,
-                            read_ahead=options.read_ahead)
+                            embed=EmbedSchedule(every=options.embed_every), read_ahead=options.read_ahead)
     return Pipeline(sources, models.detector, models.embedder, config, store, linker, fingerprints)
 
 

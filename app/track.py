@@ -23,6 +23,19 @@ from tracklink.app.records import Detections, Frame, Track
 from tracklink.app.report_gate import ReportGate
 
 TRACKERS = ("bytetrack", "botsort")
+# BOTSORT consults appearance for boxes overlapping by IoU >= proximity_thresh (0.5); a detection is embedded
+# before matching when it overlaps two predicted track boxes at this lower IoU (`CameraTracker.ambiguous`).
+AMBIGUITY_IOU = 0.3
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod((rb - lt).clip(0), axis=2)
+    area_a = np.prod((a[:, 2:] - a[:, :2]).clip(0), axis=1)
+    area_b = np.prod((b[:, 2:] - b[:, :2]).clip(0), axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -275,6 +288,33 @@ class CameraTracker:
         """True when embeddings must exist before `update` (BOTSORT matches on them)."""
         return self.features is not None
 
+    def ambiguous(self, detections: Detections, min_iou: float = AMBIGUITY_IOU) -> np.ndarray:
+        """(N,) bool: the detections whose match BOTSORT's appearance cue could decide.
+
+        BOTSORT lowers a track-detection cost by appearance only where their boxes overlap by at least
+        proximity_thresh (IoU 0.5); such a pair already costs less than match_thresh by IoU alone. So
+        appearance changes the assignment only where it is contested: a detection that overlaps two
+        tracks, or one of two detections that overlap the same track. Elsewhere its embedding would
+        be computed and ignored. Overlaps are measured against each track's box one constant-velocity
+        step ahead, with a margin (`min_iou` below proximity_thresh) for what the Kalman filter and
+        the camera-motion estimate add.
+        """
+        pool = [*self._tracker.tracked_stracks, *self._tracker.lost_stracks]
+        if not pool or not len(detections):
+            return np.zeros(len(detections), bool)
+        state = np.array([t.mean[:4] + t.mean[4:8] for t in pool], np.float32)  # BOTrack: cx, cy, w, h
+        predicted = np.concatenate([state[:, :2] - state[:, 2:] / 2, state[:, :2] + state[:, 2:] / 2], axis=1)
+        near = box_iou(predicted, detections.xyxy) >= min_iou  # (tracks, detections)
+        contested_tracks = near.sum(axis=1) >= 2
+        return (near.sum(axis=0) >= 2) | near[contested_tracks].any(axis=0)
+
+    def remember_appearance(self, track_id: int, embedding: np.ndarray) -> None:
+        """Give BOTSORT's track an embedding computed after matching (for its later contested matches)."""
+        for t in self._tracker.tracked_stracks:
+            if t.track_id == track_id:
+                t.update_features(np.asarray(embedding, np.float32))
+                return
+
     def update(self, frame: Frame, detections: Detections,
                embeddings: Sequence[np.ndarray | None] | None = None) -> TrackStep:
         """Advance one frame; `embeddings[i]` belongs to detection i (None: unfit, no appearance)."""
@@ -318,5 +358,5 @@ class CameraTracker:
         return ended
 
 
-__all__ = ["AppearanceConfig", "CameraTracker", "FAMILY_DEFAULTS", "FrameFeatures", "GATE_KEYS", "TRACKERS",
+__all__ = ["AMBIGUITY_IOU", "AppearanceConfig", "CameraTracker", "box_iou", "FAMILY_DEFAULTS", "FrameFeatures", "GATE_KEYS", "TRACKERS",
            "TrackStep", "TrackerConfig", "UnreportedHistory", "appearance_mask", "crop", "detector_family", "load_tracker_yaml", "ultralytics_tracker_yaml"]

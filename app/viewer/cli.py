@@ -15,7 +15,7 @@ from dataclasses import replace
 
 # Flags whose value, when given, overrides the remembered setting of the same name.
 _OVERRIDES = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
-              "pooling", "nms_iou", "tracker_config", "gallery_ttl")
+              "pooling", "nms_iou", "tracker_config", "gallery_ttl", "embed_every")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

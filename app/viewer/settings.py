@@ -38,7 +38,7 @@ class ViewerOptions(SessionOptions):
 
 # Keys of ViewerOptions that persist; sources and max_steps belong to one run only.
 _PERSISTED = ("db", "detector", "reid", "backend", "device", "tracker", "conf", "link_threshold", "threads", "transit",
-              "pooling", "min_boxes", "nms_iou", "tracker_config", "gallery_ttl")
+              "pooling", "min_boxes", "nms_iou", "tracker_config", "gallery_ttl", "embed_every")
 
 
 class ViewerSettings:
