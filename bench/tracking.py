@@ -129,8 +129,8 @@ class Frames:
 class DetectionCache:
     """YOLOX detections per (sequence, NMS IoU) at MIN_SCORE; a score threshold filters them exactly."""
 
-    def __init__(self, frames: Frames) -> None:
-        self.frames = frames
+    def __init__(self, frames: Frames, model: Path = YOLOX) -> None:
+        self.frames, self.model = frames, model
         self._cache: dict[tuple[str, float], list] = {}
         self._detectors: dict[float, Any] = {}
 
@@ -140,7 +140,7 @@ class DetectionCache:
             from tracklink.app.detect import DetectorConfig, make_detector
 
             if iou not in self._detectors:
-                self._detectors[iou] = make_detector(f"yolox:{YOLOX}", DetectorConfig(conf=MIN_SCORE, iou=iou),
+                self._detectors[iou] = make_detector(f"yolox:{self.model}", DetectorConfig(conf=MIN_SCORE, iou=iou),
                                                      threads=1)
             self._cache[key] = [self._detectors[iou]([f.image])[0] for f in self.frames(seq)]
         return [d[d.confidence >= conf] for d in self._cache[key]]
@@ -265,11 +265,11 @@ def objective(scores: dict[str, dict], names: list[str], peers: dict[str, dict[s
 class Bench:
     """The sequences, caches and scorer of one bench run."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, detector: Path = YOLOX) -> None:
         self.out = out
         self.seqs = build_sequences(out)
         self.frames = Frames()
-        self.dets = DetectionCache(self.frames)
+        self.dets = DetectionCache(self.frames, detector)
         self._embedder: CachedEmbedder | None = None
         self._peers: dict[str, dict[str, dict]] | None = None
 
@@ -401,13 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default="after", help="table: name of this run of tracklink's defaults")
     p.add_argument("--tracker", default=None, help="table: pass --tracker to tracklink batch")
     p.add_argument("--before", default="", help="table: comma-separated labels of earlier runs to show")
+    p.add_argument("--detector", type=Path, default=YOLOX,
+                   help="sweep/gate/try: the YOLOX ONNX for every tracker, peers included (e.g. an INT8 one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="gate: change one of the defaults first (e.g. new_track_thresh=0.25)")
     args = p.parse_args(argv)
     if not YOLOX.is_file() or not OSNET.is_file():
         raise SystemExit(f"shared models not found under {ASSETS / 'models'}")
     args.out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args.out)
+    bench = Bench(args.out, args.detector)
     log_file = (args.out / f"{args.stage}.jsonl").open("a")
 
     def log(record: dict) -> None:

@@ -1,0 +1,158 @@
+"""INT8 against FP32 on this CPU, for the embedder and the detector, with their accuracy gates. Prints JSON.
+
+Embedder (OSNet-x0.25): `tracklink export --model osnet.onnx --format onnx --int8 --calib PKU` (static QDQ,
+uint8 activations, int8 per-channel weights: the U8S8 pairing ONNX Runtime's x86 VNNI kernels take), plus
+two variants, QDQ on convolutions only and the older QOperator format. Speed: crops/s at batch 16, median of
+--repeat runs, on 1 and 2 threads. Gate: image rank-1 within 0.01 of FP32 on the shared PKU ids
+(`tracklink eval`).
+
+Detector (YOLOX-nano): tracklink has no INT8 path for it; this quantises the ONNX here the same way (after
+moving it to opset 13, which per-channel QDQ needs), calibrated on 40 real frames of the tuning sequences
+(MOT17-02/04/05/09 and TUD-Campus). Speed: frames/s at 416x416. Gate: the tracking benchmark's MOTA and IDF1
+within 0.01 on every sequence (`bench/tracking.py try --detector`), run only when --detector-gate is given
+(several minutes).
+
+    .venv/bin/python bench/int8.py [--repeat 5] [--detector-gate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO.parent / "shared" / "assets"
+OSNET = ASSETS / "models" / "osnet_x0_25_msmt17.onnx"
+YOLOX = ASSETS / "models" / "yolox_nano.onnx"
+PKU = ASSETS / "reid" / "pku-reid-40"
+CALIB_FRAMES = ("mot/MOT17-mini/MOT17-02-FRCNN", "mot/MOT17-mini/MOT17-04-FRCNN", "mot/MOT17-mini/MOT17-05-FRCNN",
+                "mot/MOT17-mini/MOT17-09-FRCNN")
+
+
+def tracklink(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "tracklink", *args], cwd=REPO, check=True, capture_output=True,
+                          text=True)
+    return done.stdout
+
+
+def speed(path: Path, feed: np.ndarray, threads: int, repeat: int, per_run: int) -> float:
+    """Items/s: the median of `repeat` timed runs of the model on `feed` (after one warm-up run)."""
+    from tracklink.export.ort_session import open_session
+
+    session = open_session(path, intra_op_threads=threads)
+    name = session.get_inputs()[0].name
+    session.run(None, {name: feed})
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        session.run(None, {name: feed})
+        times.append(time.perf_counter() - t0)
+    return per_run / float(np.median(times))
+
+
+def quantize_variants(fp32: Path, out: Path, feeds: list[np.ndarray], variants: dict[str, dict]) -> dict[str, Path]:
+    """onnxruntime.quantization static INT8 of `fp32`, calibrated on `feeds`, one file per variant."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(fp32))
+    if model.opset_import[0].version < 13:  # per-channel DequantizeLinear needs opset 13
+        model = version_converter.convert_version(model, 13)
+    onnx.save(model, str(out / "op13.onnx"))
+    quant_pre_process(str(out / "op13.onnx"), str(out / "prep.onnx"), skip_symbolic_shape=True)
+    name = onnx.load(str(out / "prep.onnx")).graph.input[0].name
+
+    class Reader:
+        def __init__(self) -> None:
+            self._feeds = iter([{name: f} for f in feeds])
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    paths = {"fp32": out / "op13.onnx"}
+    for variant, options in variants.items():
+        options = dict(options)
+        fmt = options.pop("quant_format", QuantFormat.QDQ)
+        paths[variant] = out / f"{variant}.onnx"
+        quantize_static(str(out / "prep.onnx"), str(paths[variant]), Reader(), quant_format=fmt, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True}, **options)
+    return paths
+
+
+def embedder(tmp: Path, repeat: int) -> dict:
+    from onnxruntime.quantization import QuantFormat
+
+    from tracklink.export.onnx_export import load_crops
+    from tracklink.models.preprocess import preprocess_crops
+
+    crops = preprocess_crops(load_crops(PKU, None), (256, 128), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    shipped = tmp / "osnet_int8.onnx"  # the product's own path
+    tracklink("export", "--model", str(OSNET), "--format", "onnx", "--int8", "--calib", str(PKU), "--out", str(shipped))
+    paths = quantize_variants(OSNET, tmp, [crops[i:i + 16] for i in range(0, 256, 16)],
+                              {"qdq_conv_only": {"op_types_to_quantize": ["Conv"]},
+                               "qoperator": {"quant_format": QuantFormat.QOperator}})
+    paths = {"fp32": OSNET, "int8 (tracklink export --int8)": shipped,
+             **{k: v for k, v in paths.items() if k != "fp32"}}
+    batch = crops[:16]
+    out = {}
+    for label, path in paths.items():
+        scores = json.loads(tracklink("eval", "--model", str(path), "--data", f"folder:{PKU}", "--json",
+                                      "--no-progress"))
+        out[label] = {f"crops_per_s_{t}t": round(speed(path, batch, t, repeat, len(batch)), 1) for t in (1, 2)}
+        out[label].update({"image_rank1": round(scores["image_rank1"], 4), "image_mAP": round(scores["image_mAP"], 4)})
+    return out
+
+
+def detector(tmp: Path, repeat: int, gate: bool) -> dict:
+    import cv2
+
+    from tracklink.app.detect import YoloxDetector
+
+    yolox = YoloxDetector(YOLOX, threads=1)
+    files = [f for seq in CALIB_FRAMES for f in sorted((ASSETS / seq / "img1").glob("*.jpg"))]
+    files += sorted((ASSETS / "mot" / "TUD-Campus" / "img1").glob("*.jpg"))[::4]
+    feeds = [yolox.preprocess(cv2.imread(str(f)))[0] for f in files]
+    paths = quantize_variants(YOLOX, tmp, feeds, {"qdq": {}, "qdq_conv_only": {"op_types_to_quantize": ["Conv"]}})
+    out = {}
+    for label, path in paths.items():
+        out[label] = {f"frames_per_s_{t}t": round(speed(path, feeds[0], t, repeat, 1), 1) for t in (1, 2)}
+        if gate:
+            runs = REPO / "runs" / f"int8-{label}"
+            subprocess.run([sys.executable, str(REPO / "bench" / "tracking.py"), "--out", str(runs), "--detector",
+                            str(path), "try"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+            out[label]["tracking"] = json.loads((runs / "try.jsonl").read_text().splitlines()[-1])["try"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--detector-gate", action="store_true", help="also run the tracking benchmark per variant")
+    args = p.parse_args(argv)
+    for path in (OSNET, YOLOX, PKU):
+        if not path.exists():
+            raise SystemExit(f"{path} is missing (the shared assets live in ../shared/assets)")
+    cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    report = {"cpus": os.cpu_count(), "avx512_vnni": "avx512_vnni" in cpu, "load_avg_1m": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="tracklink-int8-") as tmp:
+        (Path(tmp) / "emb").mkdir()
+        (Path(tmp) / "det").mkdir()
+        report["embedder"] = embedder(Path(tmp) / "emb", args.repeat)
+        report["detector"] = detector(Path(tmp) / "det", args.repeat, args.detector_gate)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
