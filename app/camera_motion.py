@@ -27,7 +27,7 @@ class BackgroundFlow:
     method = NAME
 
     def __init__(self, downscale: int = 2, grid: int = 4, min_columns: int = 3, min_rows: int = 2,
-                 box_margin: float = 0.15, max_corners: int = 400) -> None:
+                 box_margin: float = 0.15, max_corners: int = 200) -> None:
         self.downscale, self.grid, self.min_columns, self.min_rows = max(1, downscale), grid, min_columns, min_rows
         self.box_margin, self.max_corners = box_margin, max_corners
         self.boxes = np.zeros((0, 4), np.float32)  # every detection of the coming frame (set by the tracker)
@@ -57,7 +57,7 @@ class BackgroundFlow:
                     warp[:, 2] *= d
         self._prev = gray
         self._corners = cv2.goodFeaturesToTrack(gray, maxCorners=self.max_corners, qualityLevel=0.01,
-                                                minDistance=1, blockSize=3, mask=self._background(gray.shape))
+                                                minDistance=3, blockSize=3, mask=self._background(gray.shape))
         return warp
 
     def _background(self, shape: tuple[int, int]) -> np.ndarray:

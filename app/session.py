@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -40,13 +41,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # BoT-SORT with our embeddings, by bench/tracking.py: with YOLOX-nano its best setting beat ByteTrack's best
-# on the tuning sequences (objective -0.017 against -0.069: README, "Tracking defaults"); it is also
-# ultralytics' own default tracker for its YOLO models. It embeds every fit high-score detection at every
-# frame: MOT17-04 at 480x360 ran 13.1 frames/s against ByteTrack's 17.0 (load average 5 on 2 cores).
+# on the tuning sequences (objective +0.014 against -0.071: README, "Tracking defaults"); it is also
+# ultralytics' own default tracker for its YOLO models.
 DEFAULT_TRACKER = "botsort"
-# CPU threads per model; 0 is the runtime's default, one per core. On our 2-core CPU, 480x360 with re-ID:
-# 35 fps with 2 threads against 27 with 1 when the other core was idle; with it busy, the same speed at
-# 1.5x the CPU time. Pass 1 where other work shares the cores.
+# CPU threads per model; 0: automatic (`model_threads`). With read-ahead the detector and the re-ID model run
+# at the same time, so each gets half the cores: on our 2-core CPU, MOT17-04 at 480x360 with BoT-SORT ran
+# 72.9 frames/s with 1 thread per model against 59.7 with 2 (and 47.7 with the stages in turn, 2 threads;
+# `bench/pipeline_speed.py --sequences MOT17-04-FRCNN --cameras 1 --tracker botsort --threads 1|0`).
 DEFAULT_THREADS = 0
 
 
@@ -105,7 +106,8 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
                    help="override any key of the tracker's YAML (ultralytics' bytetrack.yaml/botsort.yaml keys, "
                         "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
-                   help=f"CPU threads of each model (detector, re-ID) (default: {DEFAULT_THREADS}: one per core)")
+                   help="CPU threads of each model (detector, re-ID) (default: 0, automatic: half the cores each, as "
+                        "they run at the same time; one per core with --no-read-ahead)")
     p.add_argument("--embed-every", type=int, default=None if remembered else 3, metavar="N",
                    help="after a track's first 5 crops, embed one every N frames; 1 embeds every fit box of every "
                         "track (slower; more crops for cross-camera linking) (default: 3)")
@@ -216,7 +218,7 @@ def _open_detector(options: SessionOptions) -> tuple[str, Any, Any]:
         if not 0.0 <= value <= 1.0:
             raise TracklinkError(f"--{'conf' if name == 'conf' else 'nms-iou'} must be within 0..1, got {value}")
     config = replace(config, **overrides)
-    return spec, config, make_detector(spec, config, options.device, options.threads or None,
+    return spec, config, make_detector(spec, config, options.device, model_threads(options),
                                        trust_pickle=options.trust_pickle)
 
 
@@ -227,7 +229,15 @@ def _open_reid(options: SessionOptions) -> tuple[Path, "Embedder"]:
     reid_path = resolve_reid(options.reid)
     backend = resolve_backend(reid_path, options.backend)
     return reid_path, open_embedder(reid_path, backend=options.backend, device=options.device,
-                                    **runtime_options(backend, options.threads))
+                                    **runtime_options(backend, model_threads(options)))
+
+
+def model_threads(options: SessionOptions) -> int | None:
+    """--threads, or with 0: half the cores each when the two models run at once (read-ahead), else the
+    runtime's default (None: one per core)."""
+    if options.threads:
+        return options.threads
+    return max(1, (os.cpu_count() or 2) // 2) if options.read_ahead else None
 
 
 def runtime_options(backend: str, threads: int | None) -> dict:
