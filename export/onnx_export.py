@@ -319,7 +319,7 @@ def export_onnx(model: "ReIDModel", meta: ModelMeta, out: str | os.PathLike, *, 
         onnx.save(proto, str(tmp))
 
         # INT8 is judged on people: random tensors fall outside the calibrated activation ranges (the shared
-        # OSNet scored min cosine 0.857 on them against 0.989 on PKU crops), so without --parity-crops the
+        # OSNet scored min cosine 0.857 on them against 0.983 on PKU crops), so without --parity-crops the
         # calibration crops serve.
         batch, inputs = parity_batch(meta, parity_crops if parity_crops is not None else int8_calib, parity_limit)
         reference = torch_embeddings(model, batch)
