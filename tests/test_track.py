@@ -98,6 +98,24 @@ def test_first_boxes_of_a_track_are_given_back_when_it_is_reported(kind):
     assert all(not b for i, b in backfills.items() if i != first)
 
 
+def test_botsort_appearance_is_needed_only_where_matches_are_contested():
+    """Two people walk towards each other past a third who stands apart: only the boxes overlapping both
+    walkers' tracks (or sharing one) are contested; the bystander never is, and before any track none are."""
+    tracker = CameraTracker("cam", TrackerConfig("botsort", {"gmc_method": "none"}))
+    bystander = [500, 100, 560, 260]
+    assert not tracker.ambiguous(dets([bystander])).any()
+    contested_at = []
+    for i in range(1, 12):
+        boxes = [[100 + 12 * i, 100, 160 + 12 * i, 260], [300 - 12 * i, 100, 360 - 12 * i, 260], bystander]
+        d = dets(boxes)
+        contested = tracker.ambiguous(d)
+        assert not contested[2]
+        if contested[:2].any():
+            contested_at.append(i)
+        tracker.update(frame(i), d, [np.eye(8, dtype=np.float32)[k] for k in range(3)])
+    assert contested_at and contested_at[0] > 3, "contested only once the walkers come close"
+
+
 def test_botsort_receives_our_embeddings():
     """BOTSORT's appearance state is fed from the embeddings we pass, detection by detection."""
     tracker = CameraTracker("cam", TrackerConfig("botsort", {"gmc_method": "none"}))
