@@ -5,8 +5,9 @@ OSNet on the other folds' ids and is scored on the held-out fold by the image-le
 `tracklink eval` (the same `evaluate`, in process, on the final weights). Every (recipe, fold, seed) result is
 cached as OUT/RECIPE/fold<F>_seed<S>.json, so reruns and added recipes reuse finished runs; a cached result
 whose recipe flags changed is run again. The table gives mean +- std over all folds x seeds, the seed-to-seed
-std (within a fold, averaged over folds), and the paired difference against --baseline (same folds and seeds)
-with its standard error std(d, ddof=1) / sqrt(n).
+std (within a fold, averaged over folds), the least and the median training wall time (the CPU may be
+shared: the least is the nearest to a quiet machine), and the paired difference against --baseline (same folds and seeds) with its standard error
+std(d, ddof=1) / sqrt(n).
 
     nice -n 10 python bench/recipes.py --recipes preset,default --baseline preset [--out runs/recipes]
 """
@@ -32,8 +33,7 @@ RECIPES = {
     "preset": "--config softmax_triplet --epochs 12",
     "default_before": OLD_DEFAULT,
     "default": "",
-    "default_clr10": OLD_DEFAULT + " --classifier-lr-mult 10",
-    # Ablations of the default, one switch each.
+    # Ablations of the default, one switch each: the loss parts, then the defaults changed in issue 14.
     "no_metric_loss": "--loss none",
     "no_ce": "--cls-loss none",
     "no_caa": "--loss osm",
@@ -42,6 +42,8 @@ RECIPES = {
     "id_repeats_1": "--id-repeats 1",
     "classifier_lr_1x": "--classifier-lr-mult 1",
 }
+
+TABLE = "preset,default,default_before,no_metric_loss,no_ce,no_caa,no_tracklet_term"  # the README's table
 
 
 def folds(ids: list[str], n_folds: int) -> list[list[str]]:
@@ -104,10 +106,13 @@ def _seed_std(runs: list[dict], key: str) -> float:
     by_fold: dict[int, list[float]] = {}
     for r in runs:
         by_fold.setdefault(r["fold"], []).append(r[key])
-    return statistics.mean(statistics.stdev(v) for v in by_fold.values() if len(v) > 1) if by_fold else float("nan")
+    stds = [statistics.stdev(v) for v in by_fold.values() if len(v) > 1]
+    return statistics.mean(stds) if stds else float("nan")
 
 
 def _paired(runs: list[dict], base: list[dict], key: str) -> str:
+    if runs is base:
+        return "(baseline)"
     ref = {(r["fold"], r["seed"]): r[key] for r in base}
     d = [r[key] - ref[(r["fold"], r["seed"])] for r in runs if (r["fold"], r["seed"]) in ref]
     if len(d) < 2:
@@ -116,7 +121,7 @@ def _paired(runs: list[dict], base: list[dict], key: str) -> str:
 
 
 def table(results: dict[str, list[dict]], baseline: str) -> str:
-    head = ("| recipe | n | image rank-1 | image mAP | seed std mAP | tracklet mAP | train s | "
+    head = ("| recipe | n | image rank-1 | image mAP | seed std mAP | tracklet mAP | train s min / median | "
             f"Δ mAP vs {baseline} (± SE) | Δ rank-1 vs {baseline} (± SE) |")
     rows = [head, "|" + "---|" * 9]
     base = results.get(baseline, [])
@@ -126,7 +131,7 @@ def table(results: dict[str, list[dict]], baseline: str) -> str:
         col = lambda k: [r[k] for r in runs]  # noqa: E731
         rows.append(f"| {recipe} | {len(runs)} | {_mean_std(col('image_rank1'))} | {_mean_std(col('image_mAP'))} | "
                     f"{_seed_std(runs, 'image_mAP'):.3f} | {_mean_std(col('tracklet_mAP'))} | "
-                    f"{statistics.mean(col('train_seconds')):.0f} | {_paired(runs, base, 'image_mAP')} | "
+                    f"{min(col('train_seconds')):.0f} / {statistics.median(col('train_seconds')):.0f} | {_paired(runs, base, 'image_mAP')} | "
                     f"{_paired(runs, base, 'image_rank1')} |")
     return "\n".join(rows)
 
@@ -135,7 +140,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--assets", default=str(REPO.parent / "shared" / "assets"))
     ap.add_argument("--out", default="runs/recipes")
-    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {', '.join(RECIPES)}")
+    ap.add_argument("--recipes", default=TABLE, help=f"comma-separated, from {', '.join(RECIPES)}")
     ap.add_argument("--baseline", default="preset")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--seeds", default="0,1,2")
