@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from tracklink.train.config import TrainConfig
+
 
 def steps(out: Path) -> list[dict]:
     path = out / "steps.jsonl"
@@ -38,7 +40,7 @@ def main() -> None:
     flags = ["--data", config["data"], "--ids", config["ids"], "--init", config["init"], "--arch", config["arch"],
              "--epochs", str(config["epochs"]), "--loss", config["loss"], "--p", str(config["p"]),
              "--k", str(config["k"]), "--t", str(config["t"]), "--workers", str(config["workers"]),
-             "--classifier-lr-mult", str(config["classifier_lr_mult"]), "--seed", str(config["seed"]),
+             "--classifier-lr-mult", str(TrainConfig.from_dict(config).classifier_rate()), "--seed", str(config["seed"]),
              "--out", str(out), "--no-progress", "--checkpoint-seconds", "0"]
     cmd = [sys.executable, "-m", "tracklink", "train", *flags]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def _args(pku: Path, out: Path, *extra: str) -> list[str]:
     config = out.parent / "small.yaml"
-    config.write_text("input_size: [64, 32]\ncheckpoint_seconds: 0\nwarmup_epochs: 0\n")
+    config.write_text("input_size: [64, 32]\ncheckpoint_seconds: 0\nwarmup_epochs: 0\nid_repeats: 1\n")
     # BN frozen: SyncBatchNorm is CUDA-only, so on gloo each rank would normalise by its own half batch.
     return ["train", "--config", str(config), "--data", f"folder:{pku}", "--ids", "1-8", "--k", "2", "--t", "2",
             "--epochs", "2", "--workers", "0", "--freeze-bn", "--no-progress", "--lr", "1e-3", "--out", str(out), *extra]

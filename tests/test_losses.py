@@ -396,3 +396,27 @@ def test_criterion_rejects_bad_input() -> None:
         build_criterion(sgima=0.8)
     with pytest.raises(TracklinkError, match="sigma"):
         LossConfig(sigma=0.0)
+
+
+def test_label_smoothing_reaches_both_classification_losses() -> None:
+    frames, logits, labels = _clip_batch(seed=9)
+    b, t, _ = frames.shape
+    feat = frames.reshape(b * t, -1).float()
+    frame_logits, frame_labels = logits.reshape(b * t, -1).float(), labels.repeat_interleave(t)
+    _, parts = build_criterion("osm", cls="ce", label_smoothing=0.1)(feat, feat, frame_logits, labels, clip_len=t)
+    want = F.cross_entropy(frame_logits, frame_labels, label_smoothing=0.1).item()
+    assert parts["cls"] == pytest.approx(want, rel=1e-6)
+    assert want != pytest.approx(F.cross_entropy(frame_logits, frame_labels).item(), rel=1e-3)
+    _, caa = build_criterion("osm", cls="caa_ce", label_smoothing=0.1)(feat, feat, frame_logits, labels, clip_len=t)
+    assert caa["cls"] == pytest.approx(caa_weighted_ce(frame_logits, frame_labels, label_smoothing=0.1).item(),
+                                       rel=1e-6)
+
+
+def test_metric_none_leaves_the_classification_loss_only() -> None:
+    frames, logits, labels = _clip_batch(seed=10)
+    b, t, _ = frames.shape
+    feat = frames.reshape(b * t, -1).float()
+    total, parts = build_criterion("none", cls="ce")(feat, feat, logits.reshape(b * t, -1).float(), labels, clip_len=t)
+    assert parts["metric"] == parts["tracklet"] == 0.0 and total.item() == pytest.approx(parts["cls"])
+    with pytest.raises(TracklinkError, match="nothing to train"):
+        build_criterion("none", cls="none")

@@ -203,3 +203,19 @@ def test_corrupt_frame_error_names_the_file(tmp_path, workers):
     ds = ClipDataset(tracklets, t=2, input_size=SIZE, train=True)
     with pytest.raises(TracklinkError, match=re.escape(f"cannot decode image {bad}")):
         list(make_loader(ds, PKTSampler(tracklets, p=1, k=2, seed=0), epoch=0, num_workers=workers))
+
+
+def test_id_repeats_draw_each_identity_that_many_times_per_epoch():
+    tracklets = _two_camera_set(n_ids=10)
+    once = PKTSampler(tracklets, p=4, k=2, seed=5)
+    twice = PKTSampler(tracklets, p=4, k=2, seed=5, repeats=2)
+    assert len(twice) == 2 * len(once) == 4
+    plan = twice.epoch_batches(0)
+    assert plan[:2] == once.epoch_batches(0)  # the first pass is the plan of repeats=1, unchanged
+    for batch in plan:
+        pids = [tracklets[i].pid for i in batch]
+        assert len(set(pids)) == 4  # still P distinct identities per batch
+    counts = Counter(tracklets[i].pid for batch in plan for i in batch[::2])
+    assert max(counts.values()) <= 2 and sum(counts.values()) == 16
+    with pytest.raises(TracklinkError, match="at least 1"):
+        PKTSampler(tracklets, p=4, k=2, repeats=0)

@@ -18,8 +18,8 @@ import torch
 
 from tracklink.cli import main
 
-TINY = ["--arch", "osnet_x0_25", "--p", "3", "--k", "2", "--t", "2", "--workers", "0", "--no-progress",
-        "--lr", "1e-3", "--warmup-epochs", "0"]
+TINY = ["--arch", "osnet_x0_25", "--p", "3", "--k", "2", "--t", "2", "--id-repeats", "1", "--workers", "0",
+        "--no-progress", "--lr", "1e-3", "--warmup-epochs", "0"]
 
 
 def _write_identity_folder(root: Path, n_ids: int = 6, frames: int = 3, size=(32, 16)) -> Path:
@@ -280,3 +280,48 @@ def test_eval_ids_give_results_best_checkpoint_and_a_threshold_match_accepts(tmp
     assert main(["calibrate", "--model", str(out / "last.pt"), "--data", f"folder:{data}", "--ids", "7-8",
                  "--no-progress"]) == 0
     assert not [r for r in caplog.records if "trained on" in r.getMessage()]
+
+
+def test_shipped_preset_resolves_by_name_and_path_and_unknown_names_list_the_presets(tmp_path: Path) -> None:
+    from tracklink import TracklinkError
+    from tracklink.train.config import PRESETS_DIR, load_config, presets
+
+    assert "softmax_triplet" in presets()
+    by_name = load_config("softmax_triplet", {})
+    assert load_config("softmax_triplet.yaml", {}) == by_name
+    assert load_config(PRESETS_DIR / "softmax_triplet.yaml", {"seed": 3}) == load_config("softmax_triplet", {"seed": 3})
+    # The standard recipe: label-smoothed CE + batch-hard triplet 0.3 on P x K images, 10x classifier rate.
+    assert (by_name.loss, by_name.cls_loss, by_name.label_smoothing, by_name.margin) == ("triplet", "ce", 0.1, 0.3)
+    assert (by_name.t, by_name.tracklet_loss, by_name.classifier_lr_mult, by_name.erase_p) == (1, False, 10, 0.0)
+    assert load_config("softmax_triplet", {"p": 3}).p == 3  # flags still override the preset
+    with pytest.raises(TracklinkError, match="presets: .*softmax_triplet"):
+        load_config("no_such_recipe", {})
+    with pytest.raises(TracklinkError, match="neither a file nor a preset"):
+        load_config(str(tmp_path / "missing.yaml"), {})
+
+
+def test_a_tiny_run_with_the_standard_preset_trains(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "preset"
+    assert main(["train", "--config", "softmax_triplet", "--data", f"folder:{tiny_data}", "--out", str(out),
+                 "--p", "3", "--epochs", "1", "--max-batches-per-epoch", "2", "--workers", "0", "--no-progress",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert all(s["tracklet"] == 0.0 and s["metric"] > 0.0 and s["cls"] > 0.0 for s in steps)
+    assert "loss: triplet" in (out / "config.yaml").read_text()
+
+
+def test_metric_off_ablation_trains_on_the_classification_loss_alone(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ce_only"
+    assert main(_train_args(tiny_data, out, "--loss", "none", "--epochs", "1")) == 0
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert all(s["metric"] == 0.0 and s["tracklet"] == 0.0 and s["cls"] > 0.0 for s in steps)
+
+
+def test_classifier_rate_is_tenfold_for_fine_tunes_unless_given() -> None:
+    from tracklink.train.config import TrainConfig
+
+    assert TrainConfig(init="osnet.onnx").classifier_rate() == 10.0  # a new classifier on a trained backbone
+    assert TrainConfig().classifier_rate() == 1.0  # from scratch every layer is new
+    assert TrainConfig(init="osnet.onnx", classifier_lr_mult=3.0).classifier_rate() == 3.0

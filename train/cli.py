@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from tracklink.models.pooling import POOLINGS
 
     # Every default is None: only flags the user gives override the YAML file and TrainConfig's defaults.
-    p.add_argument("--config", help="YAML file of options (keys as in the flags, with underscores)")
+    p.add_argument("--config", help="YAML file of options (keys as in the flags, with underscores), or the name of a "
+                                    "shipped preset: softmax_triplet (the standard softmax + triplet recipe)")
     p.add_argument("--data", help="dataset as KIND:PATH, KIND in folder, mars, ilidsvid, prid2011, duke")
     p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--arch", help="backbone: osnet_x0_25 (default), osnet_x0_5, osnet_x0_75, osnet_x1_0, resnet50")
@@ -30,8 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p", type=int, help="identities per batch (default 8)")
     p.add_argument("--k", type=int, help="tracklets per identity (default 2)")
     p.add_argument("--t", type=int, help="frames per tracklet (default 4)")
-    p.add_argument("--loss", choices=["osm_caa", "osm", "contrastive", "triplet"], help="metric loss (default osm_caa)")
+    p.add_argument("--id-repeats", type=int, help="times each identity is drawn per epoch (default 2)")
+    p.add_argument("--loss", choices=["osm_caa", "osm", "contrastive", "triplet", "none"],
+                   help="metric loss (default osm_caa; none trains the classification loss only)")
     p.add_argument("--cls-loss", choices=["ce", "caa_ce", "none"], help="classification loss (default ce)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the classification loss (default 0.1)")
+    p.add_argument("--margin", type=float, help="batch-hard triplet margin (default 0.3)")
     p.add_argument("--alpha", type=float, help="OSM negative margin (default 1.2)")
     p.add_argument("--sigma", type=float, help="OSM positive bandwidth (default 0.8)")
     p.add_argument("--lam", type=float, help="weight of the negative term (default 0.5)")
@@ -42,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3.5e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--classifier-lr-mult", type=float, help="learning-rate multiplier of the new classifier (default 1)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], help="learning rate after warm-up (default cosine)")
+    p.add_argument("--erase-p", type=float, help="probability of random erasing per clip (default 0.5)")
+    p.add_argument("--classifier-lr-mult", type=float, help="learning-rate multiplier of the new classifier "
+                   "(default 10 with --init, else 1)")
     p.add_argument("--freeze-bn", action="store_const", const=True, help="keep BN statistics fixed")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loader processes (default 2)")

@@ -20,25 +20,31 @@ class TrainConfig:
     init: str | None = None  # tracklink checkpoint, OSNet ONNX or torchreid .pth to start from
     ids: str | None = None  # training identities: split file, or pids / 1-based ranges like "1-28"
     eval_ids: str | None = None  # held-out identities evaluated after each epoch (folder layout)
-    epochs: int = 10
+    epochs: int = 12
     p: int = 8  # identities per batch
     k: int = 2  # tracklets per identity
     t: int = 4  # frames per tracklet
+    id_repeats: int = 2  # times each identity is drawn per epoch (4 = torchreid's epoch at K=4, 16 images per id)
     input_size: tuple[int, int] = (256, 128)
-    # Loss: metric in {osm_caa, osm, contrastive, triplet}; cls in {ce, caa_ce, none}.
+    # Loss: metric in {osm_caa, osm, contrastive, triplet, none}; cls in {ce, caa_ce, none}.
     loss: str = "osm_caa"
     cls_loss: str = "ce"
+    label_smoothing: float = 0.1  # of the (CAA-weighted) cross-entropy
+    margin: float = 0.3  # batch-hard triplet only
     alpha: float = 1.2
     sigma: float = 0.8
     lam: float = 0.5
     sigma_form: str = "paper"
     tracklet_loss: bool = True
     pooling: str = "mean"
-    # Optimiser: Adam with linear warm-up then cosine decay, as a pure function of the step (resumable).
+    # Optimiser: Adam with linear warm-up then cosine decay (or a constant rate), a pure function of the step.
     lr: float = 3.5e-4
+    schedule: str = "cosine"  # cosine | constant
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
-    classifier_lr_mult: float = 1.0  # rate multiplier of the new classifier (10 suits short fine-tunes)
+    # Rate multiplier of the new classifier; None: 10 for a fine-tune from --init (torchreid's new-layer rule), else 1.
+    classifier_lr_mult: float | None = None
+    erase_p: float = 0.5  # probability of random erasing per clip
     freeze_bn: bool = False  # keep BN statistics fixed: safer for tiny fine-tuning batches
     seed: int = 0
     workers: int = 2
@@ -51,6 +57,12 @@ class TrainConfig:
     gather_embeddings: bool = False
     verify_sync: bool = False  # compare weight checksums across ranks after every step (debugging)
     dist_timeout: float = 600.0  # seconds any collective may wait before the job is ended
+
+    def classifier_rate(self) -> float:
+        """The classifier's learning-rate multiplier: as given, else 10 when fine-tuning from --init, else 1."""
+        if self.classifier_lr_mult is not None:
+            return self.classifier_lr_mult
+        return 10.0 if self.init else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -69,13 +81,30 @@ class TrainConfig:
         return cls(**d)
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def presets() -> list[str]:
+    """Names of the recipes shipped with the package (train/configs/NAME.yaml)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config(spec: str | Path) -> Path:
+    """A YAML path, or the name of a shipped preset (``softmax_triplet`` or ``softmax_triplet.yaml``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    name = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") and name in presets():
+        return PRESETS_DIR / f"{name}.yaml"
+    raise TracklinkError(f"config {spec} is neither a file nor a preset; presets: {', '.join(presets()) or 'none'}")
+
+
 def load_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults, then the YAML file, then every flag the user actually gave (None means not given)."""
     values: dict[str, Any] = {}
     if yaml_path:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise TracklinkError(f"config file not found: {path}")
+        path = resolve_config(yaml_path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

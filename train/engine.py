@@ -35,6 +35,7 @@ from tracklink.data.datasets import LabelledTracklet, VideoDataset, load_identit
 from tracklink.train.losses import build_criterion
 from tracklink.train.results import write_results
 from tracklink.train.sampler import ClipDataset, PKTSampler, make_loader
+from tracklink.train.transforms import ClipAugment
 from tracklink.utils.progress import bar_disabled
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,14 @@ def load_init(path: str) -> tuple[ReIDModel, ModelMeta]:
 
 
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up, then cosine decay to 1% of the base rate."""
+    """Linear warm-up, then cosine decay to 1% of the base rate (or the base rate throughout, "constant")."""
     warmup = max(1, int(round(cfg.warmup_epochs * steps_per_epoch)))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule != "cosine":
+        raise TracklinkError(f"unknown learning-rate schedule {cfg.schedule!r}; choose cosine or constant")
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
@@ -200,21 +205,25 @@ class Trainer:
                 self.train_forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.cls_loss == "none")
         self.criterion = build_criterion(cfg.loss, cls=cfg.cls_loss, alpha=cfg.alpha, sigma=cfg.sigma,
-                                         lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss)
+                                         lam=cfg.lam, sigma_form=cfg.sigma_form, tracklet=cfg.tracklet_loss,
+                                         margin=cfg.margin, label_smoothing=cfg.label_smoothing)
         # The classifier starts from scratch on every new label set: it gets a larger rate (torchreid's
         # "new layers" rule), so a short fine-tune does not spend its budget waiting for it.
         classifier = [p for n, p in self.model.named_parameters() if n.startswith("head.classifier") and p.requires_grad]
         others = [p for n, p in self.model.named_parameters() if not n.startswith("head.classifier") and p.requires_grad]
         self.optimizer = torch.optim.Adam([{"params": others, "lr_mult": 1.0},
-                                           {"params": classifier, "lr_mult": cfg.classifier_lr_mult}],
+                                           {"params": classifier, "lr_mult": cfg.classifier_rate()}],
                                           lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
         labels = {pid: i for i, pid in enumerate(self.classes)}
+        augment = ClipAugment(input_size=tuple(self.meta.input_size), mean=tuple(self.meta.mean),
+                              std=tuple(self.meta.std), erase_p=cfg.erase_p)
         self.clips = ClipDataset(self.tracklets, labels, t=cfg.t, input_size=self.meta.input_size,
-                                 mean=self.meta.mean, std=self.meta.std, train=True, seed=cfg.seed)
+                                 mean=self.meta.mean, std=self.meta.std, train=True, seed=cfg.seed, augment=augment)
         # One global plan of P * world identities per step; each rank takes its own P (a partition).
-        self.sampler = PKTSampler(self.tracklets, p=cfg.p * self.dist.world_size, k=cfg.k, seed=cfg.seed)
+        self.sampler = PKTSampler(self.tracklets, p=cfg.p * self.dist.world_size, k=cfg.k, seed=cfg.seed,
+                                  repeats=cfg.id_repeats)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         if cfg.max_batches_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tracklink import TracklinkError
 from tracklink.models.pooling import caa_attention, temporal_pool
 
-METRICS = ("osm_caa", "osm", "contrastive", "triplet")
+METRICS = ("osm_caa", "osm", "contrastive", "triplet", "none")  # none: the ablation without a metric loss
 CLASSIFICATIONS = ("ce", "caa_ce", "none")
 SIGMA_FORMS = ("paper", "official")
 FEATURES = ("feat", "embedding")
@@ -113,10 +113,12 @@ def osm_caa_loss(
     return (1.0 - lam) * loss_pos + lam * loss_neg
 
 
-def caa_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def caa_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12,
+                    label_smoothing: float = 0.0) -> torch.Tensor:
     """The official CAA-weighted cross-entropy: per-sample CE weighted by a detached Gaussian of p_i around
-    0.5 (sigma 0.18), the weights L1-normalised over the batch."""
-    ce = F.cross_entropy(logits, labels, reduction="none")
+    0.5 (sigma 0.18), the weights L1-normalised over the batch. `label_smoothing` smooths each sample's CE;
+    the weights still use the true-class probability."""
+    ce = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
     p = _true_class_prob(logits, labels)
     weights = torch.exp(-((p - CAA_CE_CENTER) ** 2) / (2 * CAA_CE_SIGMA**2)).to(ce.dtype)
     return (weights / (weights.sum() + eps) * ce).sum()
@@ -168,6 +170,7 @@ class LossConfig:
     tracklet: bool = True  # the tracklet-level metric term on CAA-pooled clips (video batches only)
     tracklet_weight: float = 1.0
     cls_weight: float = 1.0
+    label_smoothing: float = 0.0  # of the classification loss (torchreid's softmax uses 0.1)
 
     def __post_init__(self) -> None:
         for name, allowed in (("metric", METRICS), ("cls", CLASSIFICATIONS), ("sigma_form", SIGMA_FORMS),
@@ -177,6 +180,10 @@ class LossConfig:
         if self.sigma <= 0 or self.alpha <= 0 or not 0.0 <= self.lam <= 1.0:
             raise TracklinkError(f"loss needs sigma > 0, alpha > 0 and 0 <= lam <= 1; got sigma={self.sigma}, "
                                  f"alpha={self.alpha}, lam={self.lam}")
+        if self.metric == "none" and self.cls == "none":
+            raise TracklinkError("metric loss none and classification loss none leave nothing to train")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TracklinkError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 class Criterion:
@@ -192,6 +199,8 @@ class Criterion:
     def metric_loss(self, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """The configured metric loss on features (N, D); `logits` (N, C) feed CAA when it is on."""
         c = self.config
+        if c.metric == "none":
+            return x.new_zeros(())
         if c.metric == "triplet":
             return batch_hard_triplet(x, labels, margin=c.margin)
         return osm_caa_loss(x, labels, logits, alpha=c.alpha, sigma=c.sigma, lam=c.lam, sigma_form=c.sigma_form,
@@ -209,7 +218,10 @@ class Criterion:
         if logits is None:
             raise TracklinkError(f"classification loss {cls!r} needs class logits but the model has no classifier; "
                                  "build it with num_classes > 0 or set the loss cls to 'none'")
-        return F.cross_entropy(logits, labels) if cls == "ce" else caa_weighted_ce(logits, labels)
+        smoothing = self.config.label_smoothing
+        if cls == "ce":
+            return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        return caa_weighted_ce(logits, labels, label_smoothing=smoothing)
 
     def __call__(self, feat: torch.Tensor, embedding: torch.Tensor, logits: torch.Tensor | None,
                  labels: torch.Tensor, clip_len: int = 1) -> tuple[torch.Tensor, dict[str, float]]:

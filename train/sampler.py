@@ -36,11 +36,13 @@ class PKTSampler:
     The K tracklets of an identity are taken round-robin over its cameras (in random order), so they span
     as many cameras as it has; an identity with fewer than K tracklets repeats that round-robin order.
     Identities left over after the last full batch are dropped for this epoch (the next shuffle differs).
+    With `repeats` > 1 an epoch is that many such passes, each over its own shuffle.
     """
 
-    def __init__(self, tracklets: Sequence[LabelledTracklet], p: int, k: int, seed: int = 0):
-        if p < 1 or k < 1:
-            raise TracklinkError(f"P and K must be at least 1, got P={p}, K={k}")
+    def __init__(self, tracklets: Sequence[LabelledTracklet], p: int, k: int, seed: int = 0, repeats: int = 1):
+        if p < 1 or k < 1 or repeats < 1:
+            raise TracklinkError(f"P, K and the identity repeats must be at least 1, got P={p}, K={k}, "
+                                 f"repeats={repeats}")
         by_pid: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, t in enumerate(tracklets):
             by_pid[t.pid][t.cam].append(i)
@@ -51,14 +53,14 @@ class PKTSampler:
         # Cameras and tracklets in a canonical order, so the plan does not depend on how the list was ordered.
         self._cams = [[sorted(by_pid[pid][cam], key=lambda i: natural_key(tracklets[i].key))
                        for cam in natsorted(by_pid[pid])] for pid in self.pids]
-        self.p, self.k, self.seed = p, k, seed
+        self.p, self.k, self.seed, self.repeats = p, k, seed, repeats
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches_per_epoch(self) -> int:
-        return len(self.pids) // self.p
+        return len(self.pids) // self.p * self.repeats
 
     def __len__(self) -> int:
         return self.batches_per_epoch()
@@ -66,13 +68,14 @@ class PKTSampler:
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The whole plan of one epoch; cheap (no image I/O), so resuming simply recomputes it."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
-        order = rng.permutation(len(self.pids))
         batches = []
-        for b in range(self.batches_per_epoch()):
-            batch: list[int] = []
-            for pid_idx in order[b * self.p:(b + 1) * self.p].tolist():
-                batch.extend(self._draw(rng, self._cams[pid_idx]))
-            batches.append(batch)
+        for _ in range(self.repeats):
+            order = rng.permutation(len(self.pids))
+            for b in range(len(self.pids) // self.p):
+                batch: list[int] = []
+                for pid_idx in order[b * self.p:(b + 1) * self.p].tolist():
+                    batch.extend(self._draw(rng, self._cams[pid_idx]))
+                batches.append(batch)
         return batches
 
     def _draw(self, rng: np.random.Generator, cams: list[list[int]]) -> list[int]:
