@@ -46,7 +46,9 @@ class BackgroundFlow:
         d = self.downscale
         gray = cv2.resize(gray, (w // d, h // d)) if d > 1 else gray
         warp = np.eye(2, 3)
-        if self._prev is not None and self._corners is not None and len(self._corners) >= 4:
+        # A stream that changes resolution starts over rather than failing at every frame after.
+        if (self._prev is not None and self._prev.shape == gray.shape and self._corners is not None
+                and len(self._corners) >= 4):
             moved, status, _ = cv2.calcOpticalFlowPyrLK(self._prev, gray, self._corners, None)
             ok = status.ravel().astype(bool)
             src, dst = self._corners[ok], moved[ok]

@@ -60,3 +60,13 @@ def test_a_walking_person_on_a_plain_background_is_not_camera_motion():
     for with_box in (True, False):
         ours = run(BackgroundFlow(), walker_frames(4, with_box))
         assert all(np.allclose(w, np.eye(2, 3)) for w in ours), (with_box, ours)
+
+
+def test_a_change_of_resolution_starts_over():
+    flow = BackgroundFlow()
+    flow.apply(textured(360, 480, seed=1))
+    assert np.allclose(flow.apply(textured(240, 320, seed=1)), np.eye(2, 3))
+    scene = textured(400, 560, seed=2)
+    flow.apply(scene[20:260, 40:360].copy())
+    warp = flow.apply(scene[20:260, 45:365].copy())  # the new size's first pan is measured
+    assert abs(warp[0, 2] + 5) < 1.0, warp
