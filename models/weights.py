@@ -131,13 +131,7 @@ def identify(path: str | os.PathLike) -> WeightsEntry | None:
 
 def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
     """The cached, checksum-verified file for a catalogue name; downloads it on first use."""
-    try:
-        entry = CATALOGUE[name]
-    except KeyError:
-        raise TracklinkError(f"unknown model name {name!r}; known: {', '.join(CATALOGUE)}, or pass a file path") \
-            from None
-    if entry.packaged:
-        return packaged(entry)
+    entry = _entry(CATALOGUE, name, "model")
     hint = (f"Pass a local model with {offline_hint}, e.g. `{offline_hint} path/to/{entry.filename}` (ONNX) or a "
             "tracklink checkpoint (.pt)")
     return fetch_verified(entry, cache_dir() / entry.filename, f"the re-ID model {name}", hint)
@@ -146,20 +140,25 @@ def fetch(name: str = DEFAULT_REID, *, offline_hint: str = "--reid") -> Path:
 def fetch_detector(name: str, *, offline_hint: str = "--detector") -> Path:
     """The verified file of a detector name: packaged, or published and cached (never a same-named file
     elsewhere, such as one planted in the working directory)."""
-    try:
-        entry = DETECTORS[name]
-    except KeyError:
-        raise TracklinkError(f"unknown detector name {name!r}; known: {', '.join(DETECTORS)}, or pass a file path") \
-            from None
-    if entry.packaged:
-        return packaged(entry)
+    entry = _entry(DETECTORS, name, "detector")
     hint = (f"Pass a local model with {offline_hint}, e.g. `{offline_hint} yolox:path/to/yolox_nano.onnx`, or leave "
             f"{offline_hint} out for the packaged YOLOX-nano")
     return fetch_verified(entry, cache_dir() / "ultralytics" / entry.filename, f"the detector {name}", hint)
 
 
+def _entry(table: dict[str, WeightsEntry], name: str, kind: str) -> WeightsEntry:
+    try:
+        return table[name]
+    except KeyError:
+        raise TracklinkError(f"unknown {kind} name {name!r}; known: {', '.join(table)}, or pass a file path") \
+            from None
+
+
 def fetch_verified(entry: WeightsEntry, path: Path, what: str, hint: str) -> Path:
-    """`path` if its checksum is the entry's, else downloaded from its URL (a partial download is never kept)."""
+    """The shipped file of a packaged entry; else `path` if its checksum is the entry's, else downloaded from
+    its URL (a partial download is never kept)."""
+    if entry.packaged:
+        return packaged(entry)
     if path.is_file():
         if sha256_file(path) == entry.sha256:
             return path
