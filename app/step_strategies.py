@@ -66,15 +66,23 @@ class TrackThenEmbed:
         steps = [c.update(f, d) for c, f, d in zip(trackers, frames, detections)]
         timing.track_s = clock() - t0
         t0 = clock()
-        wanted = [[k for k, i in enumerate(s.detection_index) if m[i] and due(f.camera, s.tracks[k].track_id)]
-                  for s, m, f in zip(steps, fit, frames)]
-        per_frame = embed([[(f.image, d.xyxy[s.detection_index[k]]) for k in ks]
-                           for f, d, s, ks in zip(frames, detections, steps, wanted)])
-        for s, ks, embs in zip(steps, wanted, per_frame):
-            for k, (e, a) in zip(ks, embs):
-                s.tracks[k].embedding, s.tracks[k].attention = e, a
+        embed_due_tracks(steps, frames, detections, fit, embed, due)
         timing.embed_s = clock() - t0
         return steps, timing
+
+
+def embed_due_tracks(steps: Sequence[TrackStep], frames: Sequence[Frame], detections: Sequence[Detections],
+                     fit: Sequence[np.ndarray], embed: EmbedFn, due: DueFn) -> list[list[int]]:
+    """Embed each frame's tracked boxes that are fit and due, in one call, onto their tracks; returns the
+    indices (into each step's tracks) of the tracks embedded."""
+    wanted = [[k for k, i in enumerate(s.detection_index) if m[i] and due(f.camera, s.tracks[k].track_id)]
+              for s, m, f in zip(steps, fit, frames)]
+    per_frame = embed([[(f.image, d.xyxy[s.detection_index[k]]) for k in ks]
+                       for f, d, s, ks in zip(frames, detections, steps, wanted)])
+    for s, ks, embs in zip(steps, wanted, per_frame):
+        for k, (e, a) in zip(ks, embs):
+            s.tracks[k].embedding, s.tracks[k].attention = e, a
+    return [ks[:len(embs)] for ks, embs in zip(wanted, per_frame)]  # none without an embedder
 
 
 class EmbedContestedThenTrack:
@@ -108,18 +116,15 @@ class EmbedContestedThenTrack:
                  for c, f, d, e in zip(trackers, frames, detections, before)]
         timing.track_s = clock() - t0
         t0 = clock()
-        wanted = [[k for k, i in enumerate(s.detection_index)
-                   if e[i] is None and m[i] and due(f.camera, s.tracks[k].track_id)]
-                  for s, e, m, f in zip(steps, before, fit, frames)]
-        after = embed([[(f.image, d.xyxy[s.detection_index[k]]) for k in ks]
-                       for f, d, s, ks in zip(frames, detections, steps, wanted)])
-        for c, s, e, ks, embs in zip(trackers, steps, before, wanted, after):
+        for s, e in zip(steps, before):
             for track, i in zip(s.tracks, s.detection_index):
                 if e[i] is not None:
                     track.attention = e[i][1]
-            for k, (emb, attention) in zip(ks, embs):
-                s.tracks[k].embedding, s.tracks[k].attention = emb, attention
-                c.remember_appearance(s.tracks[k].track_id, emb)
+        not_yet = [m & np.array([p is None for p in e], bool) for m, e in zip(fit, before)]
+        wanted = embed_due_tracks(steps, frames, detections, not_yet, embed, due)
+        for c, s, ks in zip(trackers, steps, wanted):
+            for k in ks:
+                c.remember_appearance(s.tracks[k].track_id, s.tracks[k].embedding)
         timing.embed_s += clock() - t0
         return steps, timing
 
@@ -129,4 +134,5 @@ def strategy_for(trackers: Sequence[CameraTracker]) -> TrackThenEmbed | EmbedCon
     return EmbedContestedThenTrack() if any(c.uses_appearance for c in trackers) else TrackThenEmbed()
 
 
-__all__ = ["CropJobs", "EmbedContestedThenTrack", "EmbedSchedule", "StepTiming", "TrackThenEmbed", "strategy_for"]
+__all__ = ["CropJobs", "EmbedContestedThenTrack", "EmbedSchedule", "StepTiming", "TrackThenEmbed", "embed_due_tracks",
+           "strategy_for"]
