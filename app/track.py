@@ -26,6 +26,8 @@ TRACKERS = ("bytetrack", "botsort")
 # BOTSORT consults appearance for boxes overlapping by IoU >= proximity_thresh (0.5); a detection is embedded
 # before matching when it overlaps two predicted track boxes at this lower IoU (`CameraTracker.ambiguous`).
 AMBIGUITY_IOU = 0.3
+# BoT-SORT's camera-motion estimators: ours (app/camera_motion.py) and ultralytics' (its gmc.py).
+GMC_METHODS = (BACKGROUND_FLOW, "sparseOptFlow", "orb", "sift", "ecc", "none", None)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,6 +139,9 @@ class TrackerConfig:
             raise TracklinkError(f"unknown {self.kind} option(s) {sorted(unknown)}; known: {sorted(cfg)}")
         cfg.update({k: v for k, v in FAMILY_DEFAULTS[self.family].items() if k in cfg})  # gmc: BoT-SORT's
         cfg.update(self.options)
+        if "gmc_method" in cfg and cfg["gmc_method"] not in GMC_METHODS:
+            raise TracklinkError(f"unknown gmc_method {cfg['gmc_method']!r}; choose one of "
+                                 f"{', '.join(m for m in GMC_METHODS if m)}")
         # BOTSORT would build its own re-ID encoder from these; we attach ours after construction.
         cfg["with_reid"], cfg["model"] = False, "tracklink"
         return IterableSimpleNamespace(**cfg)

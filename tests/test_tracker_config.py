@@ -39,6 +39,7 @@ def test_tracker_type_in_the_file_picks_the_tracker(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, message", [
     ("track_bufer: 60\n", r"unknown bytetrack option\(s\) \['track_bufer'\]"),
     ("gmc_method: none\n", r"unknown bytetrack option\(s\) \['gmc_method'\]"),  # a BoT-SORT key
+    ("tracker_type: botsort\ngmc_method: bogus\n", "unknown gmc_method 'bogus'; choose one of backgroundFlow"),
     ("- track_buffer\n", "must be a mapping"),
     ("track_buffer: [\n", "not valid YAML"),
 ])
