@@ -46,6 +46,18 @@ def tracklink(*args: str) -> str:
 
 
 def speeds(paths: dict[str, Path], feed: np.ndarray, threads: int, repeat: int, per_run: int) -> dict[str, float]:
+    """`timed_rounds` in a fresh process. Quantisation's calibration opened sessions here without denormals
+    as zero, after which ONNX Runtime no longer sets it for a session of this process, and the FP32 OSNet
+    (whose weights hold denormals) then ran 5x slower than in tracklink (88 against 465 crops/s)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(timed_rounds, paths, feed, threads, repeat, per_run).result()
+
+
+def timed_rounds(paths: dict[str, Path], feed: np.ndarray, threads: int, repeat: int,
+                 per_run: int) -> dict[str, float]:
     """Items/s of each model on `feed`: `repeat` rounds, each timing every model in turn for about 0.2 s (so a
     slow spell of the machine falls on all of them); the median round of each."""
     from tracklink.export.ort_session import open_session
