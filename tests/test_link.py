@@ -130,6 +130,21 @@ def test_online_relink_keeps_a_lone_tracklet_its_id_and_splits_off_a_misfit(peop
     assert {g.global_id: len(g.members) for g in linker.identities} == {1: 1, 2: 1, 3: 1}
 
 
+def test_a_step_where_one_tracklet_leaves_the_identity_another_chose(people):
+    """One step: `leaver`, alone in identity 1, turns out to be person 1 and moves to identity 2, emptying
+    identity 1, which `newcomer` (person 0) chose in the same assignment. The newcomer then matches nobody
+    and gets an identity of its own instead of joining one that no longer exists."""
+    linker = OnlineLinker(LinkConfig(0.6, **PLAIN))
+    leaver = tracklet("a", 1, 0, 10, people[0])
+    assert linker.link(leaver) == 1
+    assert linker.link(tracklet("b", 1, 0, 10, people[1])) == 2
+    leaver.feature_sum = leaver.feature_sum + unit(people[1]) * 200  # most of its frames show person 1
+    leaver.num_embeddings, leaver.end_time, leaver.ended = 205, 12.0, True
+    newcomer = tracklet("c", 1, 20, 30, people[0])
+    assert linker.link_many([leaver, newcomer]) == [2, 3]
+    assert {g.global_id: len(g.members) for g in linker.identities} == {2: 2, 3: 1}
+
+
 def test_assignment_gives_an_identity_to_one_tracklet_per_step(people):
     linker = OnlineLinker(LinkConfig(0.6, **PLAIN))
     linker.link(tracklet("a", 1, 0, 10, people[0]))

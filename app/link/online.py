@@ -148,6 +148,10 @@ class OnlineLinker:
     def _apply(self, t: Tracklet, c: int | None, gids: list[int], feature: np.ndarray | None) -> int:
         gallery = self._gallery
         current = t.global_id if t.global_id in gallery.identities else None
+        if c is not None and c < len(gids) and gids[c] not in gallery.identities:
+            # Chosen with the batch, but emptied since by an earlier tracklet of the batch moving out of it:
+            # what `t` matched has gone elsewhere, so `t` is treated as matching nothing.
+            c = None
         if c is not None and c < len(gids):
             target = gids[c]  # joins (or moves to) the identity it fits best
         elif c is not None:
