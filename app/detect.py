@@ -12,7 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -47,12 +47,12 @@ class DetectorConfig:
         return YOLOX_DEFAULTS if not spec or spec.lower().startswith("yolox:") else cls()
 
 
-# YOLOX-nano, chosen by bench/tracking.py (README, "Tracking defaults"), on its objective (higher is better):
-# score 0.3 (0.05 and 0.1: 0.0115, 0.2: 0.0026, against 0.0144), NMS IoU 0.65 (0.45: -0.0009, 0.5: 0.0089,
-# 0.55: 0.0121, 0.6: 0.0033, 0.7: 0.0006). With BoT-SORT's appearance cue and the background camera-motion
-# estimate, the boxes under 0.3 that ByteTrack's second association would take back add about as many
-# false matches as they recover here (0.05 and 0.1 score within 0.003 of 0.3).
-YOLOX_DEFAULTS = DetectorConfig(conf=0.3, iou=0.65)
+# YOLOX-nano (rectangular input), chosen by bench/tracking.py (README, "Tracking defaults"), on its objective
+# (higher is better): score 0.3 (0.05 and 0.1: -0.0172, 0.2: -0.0168, against 0.0145), NMS IoU 0.55 (0.45:
+# 0.0106, 0.5: 0.0135, 0.6: -0.0192, 0.65: -0.0586, 0.7: -0.0249). With BoT-SORT's appearance cue and the
+# background camera-motion estimate, the boxes under 0.3 that ByteTrack's second association would take
+# back add more false matches than they recover here.
+YOLOX_DEFAULTS = DetectorConfig(conf=0.3, iou=0.55)
 
 
 class Detector(Protocol):
@@ -71,7 +71,7 @@ class YoloxDetector:
     """
 
     def __init__(self, path: str | Path, config: DetectorConfig = DetectorConfig(), device: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, rect: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise TracklinkError(f"detector model not found: {self.path}")
@@ -93,31 +93,80 @@ class YoloxDetector:
             if len(inp.shape) != 4 or not all(isinstance(d, int) for d in inp.shape[2:]):
                 raise NotYoloxError(f"{self.path}: expected a fixed NCHW input, got {inp.shape}")
             self.input_size = (int(inp.shape[2]), int(inp.shape[3]))
-            self._run = lambda blob: session.run(None, {inp.name: blob})[0]
             anchors = session.get_outputs()[0].shape
+            self._run = self._session_runner(session)
         self.config = config
-        self._grid, self._stride = self._make_grid(*self.input_size)
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        grid, _ = self._grid_for(self.input_size)
         if anchors is not None and (len(anchors) != 3
-                                    or (isinstance(anchors[1], int) and anchors[1] != len(self._grid))):
+                                    or (isinstance(anchors[1], int) and anchors[1] != len(grid))):
             raise NotYoloxError(f"{self.path}: output {anchors} is not a raw YOLOX grid for input {self.input_size} "
-                                f"({len(self._grid)} anchors expected); export it without decode_in_inference")
+                                f"({len(grid)} anchors expected); export it without decode_in_inference")
+        self.rect = False  # letterbox to the whole input size until a rectangular input is shown to work
+        if rect and anchors is not None:
+            self._open_rectangular(device, threads)
 
     @staticmethod
-    def _make_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        grids, strides = [], []
-        for s in YOLOX_STRIDES:
-            ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")
-            grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
-            strides.append(np.full((grids[-1].shape[0], 1), s))
-        return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+    def _session_runner(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+        name = session.get_inputs()[0].name
+        return lambda blob: session.run(None, {name: blob})[0]
+
+    def _open_rectangular(self, device: str | None, threads: int | None) -> None:
+        """Run the export at any height and width (multiples of 32) if its graph allows: a 4:3 frame then
+        costs a 416x320 input instead of 416x416, a 16:9 one 416x256 (ultralytics' "rect" inference).
+        Each frame is still scaled to fit the export's input size, so detections are of the same scale;
+        only the padding below or beside the picture goes. YOLOX's convolutions, pooling and upsampling
+        take any such size; a graph with a fixed-shape reshape does not, and then keeps its square input.
+        YOLOX-nano at 1 thread here: 13.5 ms at 416x416, 10.0 at 416x320, 8.0 at 416x256."""
+        import onnx
+
+        from tracklink.export.ort_session import open_session
+
+        try:
+            model = onnx.load(str(self.path))
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+            model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "anchors"
+            del model.graph.value_info[:]  # shapes inferred for the fixed size no longer hold
+            session = open_session(self.path, device=device, intra_op_threads=threads,
+                                   model_bytes=model.SerializeToString())
+            run = self._session_runner(session)
+            h, w = self.input_size
+            probe = (h - 32 * max(1, h // 128), w)
+            out = run(np.full((1, 3, *probe), YOLOX_PAD, np.float32))
+        except Exception as exc:  # an export whose graph is tied to its input size
+            log.info("%s runs at its fixed %dx%d input only (%s)", self.path.name, *self.input_size[::-1],
+                     str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__)
+            return
+        if out.ndim != 3 or out.shape[1] != len(self._grid_for(probe)[0]):
+            log.info("%s gives %s at %s: running it at its fixed input only", self.path.name, out.shape, probe)
+            return
+        self._run, self.rect = run, True
+
+    def _grid_for(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(anchor cell xy, stride) of every output row of an (h, w) input, made once per size."""
+        if size not in self._grids:
+            h, w = size
+            grids, strides = [], []
+            for s in YOLOX_STRIDES:
+                ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")
+                grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+                strides.append(np.full((grids[-1].shape[0], 1), s))
+            self._grids[size] = (np.concatenate(grids).astype(np.float32),
+                                 np.concatenate(strides).astype(np.float32))
+        return self._grids[size]
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Letterbox to the input size keeping aspect, padded with 114 at the bottom/right, as YOLOX trains."""
+        """Letterbox keeping aspect, scaled to fit the input size and padded with 114 at the bottom/right, as
+        YOLOX trains; with `rect`, padded only up to the next multiple of the largest stride (32)."""
         import cv2
 
         h, w = self.input_size
         r = min(h / image.shape[0], w / image.shape[1])
         nh, nw = int(image.shape[0] * r), int(image.shape[1] * r)
+        if self.rect:
+            step = YOLOX_STRIDES[-1]
+            h, w = min(h, -(-nh // step) * step), min(w, -(-nw // step) * step)
         padded = np.full((h, w, 3), YOLOX_PAD, np.uint8)
         padded[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32), r
@@ -131,9 +180,10 @@ class YoloxDetector:
         keep = scores >= self.config.conf
         if not keep.any():
             return Detections.empty()
+        grid, stride = self._grid_for(blob.shape[2:])
         raw, scores = raw[keep], scores[keep]
-        xy = (raw[:, :2] + self._grid[keep]) * self._stride[keep]
-        wh = np.exp(raw[:, 2:4]) * self._stride[keep]
+        xy = (raw[:, :2] + grid[keep]) * stride[keep]
+        wh = np.exp(raw[:, 2:4]) * stride[keep]
         xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1) / r
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, image.shape[1])
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, image.shape[0])

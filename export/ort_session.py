@@ -68,9 +68,10 @@ def session_options(opt_level: str = "all", intra_op_threads: int | None = None,
 
 def open_session(path: str | os.PathLike, *, device: str | None = None, providers: Sequence[Any] | None = None,
                  hint: str = "the file may be truncated or not an ONNX model; export it again with "
-                             "`tracklink export`", **options: Any):
+                             "`tracklink export`", model_bytes: bytes | None = None, **options: Any):
     """An `onnxruntime.InferenceSession` with tracklink's options (see `session_options`).
 
+    `model_bytes`: the model as edited in memory from the file at `path` (which still names it in errors).
     Load errors become one line that names the file and `hint`.
     """
     import onnxruntime as ort
@@ -80,7 +81,8 @@ def open_session(path: str | os.PathLike, *, device: str | None = None, provider
         raise TracklinkError(f"ONNX model not found: {path}")
     chosen = list(providers) if providers else providers_for(device)
     try:
-        session = ort.InferenceSession(str(path), session_options(**options), providers=chosen)
+        session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path),
+                                       session_options(**options), providers=chosen)
     except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
         text = str(exc).strip()
         first = text.splitlines()[0][:200].rstrip(".") if text else type(exc).__name__

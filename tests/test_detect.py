@@ -100,3 +100,45 @@ def test_ultralytics_detector_runs_a_local_model(tmp_path: Path, mot17_dir: Path
     assert len(out) == 2 and all(isinstance(d, Detections) for d in out)
     for d in out:
         assert d.xyxy.shape[1:] == (4,) and (d.class_id == 0).all()
+
+
+def test_rectangular_input_finds_the_same_people_as_the_square_one(yolox, yolox_onnx: Path, mot17_dir: Path):
+    """Only the letterbox padding goes: 4:3 and 16:9 frames run at 416x320 and 416x256 and give the same
+    confident people, at the same places, as at 416x416."""
+    square = YoloxDetector(yolox_onnx, yolox.config, rect=False)
+    assert yolox.rect and not square.rect
+    image = cv2.imread(str(mot17_dir / "MOT17-04-FRCNN" / "img1" / "000001.jpg"))  # 1920x1080
+    for frame, shape in ((image, (256, 416)), (cv2.resize(image, (480, 360)), (320, 416))):
+        assert yolox.preprocess(frame)[0].shape[2:] == shape
+        a, b = yolox([frame])[0], square([frame])[0]
+        strong = b.xyxy[b.confidence > 0.5]
+        assert len(strong) >= 3
+        assert (iou(strong, a.xyxy).max(axis=1) > 0.9).all()
+        assert abs(len(a) - len(b)) <= max(2, len(b) // 10)
+
+
+def test_a_graph_tied_to_its_input_size_keeps_the_square_input(tmp_path: Path):
+    """A fixed-shape Reshape inside the graph fails at any other size: the detector keeps 64x64."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    anchors = 8 * 8 + 4 * 4 + 2 * 2  # strides 8, 16, 32 on 64x64
+    flat = helper.make_node("Reshape", ["images", "flat_shape"], ["flat"])
+    head = helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["head"])
+    grid = helper.make_node("Reshape", ["head", "out_shape"], ["output"])
+    consts = [helper.make_tensor("flat_shape", TensorProto.INT64, [2], [1, 3 * 64 * 64]),
+              helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+              helper.make_tensor("ends", TensorProto.INT64, [1], [anchors * 85]),
+              helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+              helper.make_tensor("out_shape", TensorProto.INT64, [3], [1, anchors, 85])]
+    graph = helper.make_graph([flat, head, grid], "fixed",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, anchors, 85])], consts)
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    detector = YoloxDetector(path)
+    assert not detector.rect and detector.input_size == (64, 64)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert detector.preprocess(frame)[0].shape == (1, 3, 64, 64)
+    with np.errstate(over="ignore"):  # this graph's "boxes" are pixel values
+        assert isinstance(detector([frame])[0], Detections)
