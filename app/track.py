@@ -87,26 +87,27 @@ def crop(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
 GATE_KEYS: dict[str, Any] = {"report_thresh": None, "report_motion": 0.5}
 
 # Per detector family, the keys that differ from ultralytics' YAML, chosen by bench/tracking.py (README,
-# "Tracking defaults", has the table and the commands). YOLOX-nano with BoT-SORT and our OSNet embeddings,
-# coordinate descent on MOT17-02/04/05/09, TUD-Campus and a semi-synthetic scene, scored against
-# ultralytics' ByteTrack and BoT-SORT with ByteTrack's published thresholds on the same detections
-# (objective: worst plus mean margin over the better peer's MOTA and IDF1; the chosen values: +0.0144):
-# - gmc_method backgroundFlow (app/camera_motion.py; none: -0.0196, ultralytics' sparseOptFlow: -0.566, as
+# "Tracking defaults", has the table and the commands). YOLOX-nano (rectangular input, app/detect.py) with
+# BoT-SORT and our OSNet embeddings, coordinate descent on MOT17-02/04/05/09, TUD-Campus and a semi-synthetic
+# scene, scored against ultralytics' ByteTrack and BoT-SORT with ByteTrack's published thresholds on the same
+# detections (objective: worst plus mean margin over the better peer's MOTA and IDF1; chosen values: +0.0145):
+# - gmc_method backgroundFlow (app/camera_motion.py; none: -0.020, ultralytics' sparseOptFlow: -0.615, as
 #   it takes walking people on plain backgrounds for camera motion).
-# - new_track_thresh 0.6 (ultralytics: 0.25): 0.25-0.45 gave -0.117, 0.5 -0.072, 0.55 -0.078, 0.65 -0.074.
+# - new_track_thresh 0.6 (ultralytics: 0.25): 0.25 gave -0.195, 0.35-0.55 -0.152 to -0.079, 0.65 -0.073.
 #   At 0.25 a sign post that YOLOX scores about 0.5 became a track for a whole video.
-# - track_high_thresh 0.45 (0.4: 0.0116, 0.5: 0.0132, 0.55: -0.041), track_low_thresh 0.1 (0.05-0.2 the
-#   same: the detector's score threshold is 0.3), match_thresh 0.8 (0.7: -0.126, 0.85: -0.044),
-#   track_buffer 30 (60: the same).
-# - report_thresh 0.6 (app/report_gate.py; off or 0.5: 0.0084, 0.7: -0.159), report_motion 0.5 (0.25 and 1.0
+# - track_high_thresh 0.25 (0.35: 0.0139, 0.45: 0.0125, 0.55: 0.0106): BoT-SORT's first association takes
+#   the boxes down to 0.25, where the appearance cue settles contested matches; track_low_thresh 0.1
+#   (0.05-0.2 the same: the detector's score threshold is 0.3); match_thresh 0.85 (0.7: -0.158, 0.8: -0.040,
+#   0.9: -0.034); track_buffer 60 (30: 0.0138).
+# - report_thresh 0.6 (app/report_gate.py; off or 0.5: 0.0122, 0.7: -0.164), report_motion 0.5 (0.25 and 1.0
 #   the same): it keeps static false positives out, and a held track's boxes are written once it is
 #   reported (`UnreportedHistory`).
 # ultralytics' YOLO keeps ultralytics' own values: no ultralytics weights were at hand offline to measure,
 # and its scores are the ones those values were tuned on.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "ultralytics": {},
-    "yolox": {"track_high_thresh": 0.45, "track_low_thresh": 0.1, "new_track_thresh": 0.6, "match_thresh": 0.8,
-              "track_buffer": 30, "gmc_method": BACKGROUND_FLOW, "report_thresh": 0.6, "report_motion": 0.5},
+    "yolox": {"track_high_thresh": 0.25, "track_low_thresh": 0.1, "new_track_thresh": 0.6, "match_thresh": 0.85,
+              "track_buffer": 60, "gmc_method": BACKGROUND_FLOW, "report_thresh": 0.6, "report_motion": 0.5},
 }
 
 
