@@ -132,7 +132,7 @@ class YoloxDetector:
                                    model_bytes=model.SerializeToString())
             run = self._session_runner(session)
             h, w = self.input_size
-            probe = (h - 32 * max(1, h // 128), w)
+            probe = (h - YOLOX_STRIDES[-1] * max(1, h // 128), w)  # 320 for 416: not the export's own size
             out = run(np.full((1, 3, *probe), YOLOX_PAD, np.float32))
         except Exception as exc:  # an export whose graph is tied to its input size
             log.info("%s runs at its fixed %dx%d input only (%s)", self.path.name, *self.input_size[::-1],
