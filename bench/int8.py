@@ -9,7 +9,8 @@ turn for about 0.2 s. Gate: image rank-1 within 0.01 of FP32 on the shared PKU i
 
 Detector (YOLOX-nano): tracklink has no INT8 path for it; this quantises the ONNX here the same way (after
 moving it to opset 13, which per-channel QDQ needs), calibrated on 40 real frames of the tuning sequences
-(MOT17-02/04/05/09 and TUD-Campus). Speed: frames/s at 416x416. Gate: the tracking benchmark's MOTA and IDF1
+(MOT17-02/04/05/09 and TUD-Campus); variants: QDQ, QDQ on convolutions only, and QDQ with the head's prediction
+convolutions and everything after them left in FP32 (`yolox_head`). Speed: frames/s at 416x416. Gate: the tracking benchmark's MOTA and IDF1
 within 0.01 on every sequence (`bench/tracking.py try --detector`), run only when --detector-gate is given
 (several minutes).
 
@@ -104,11 +105,27 @@ def quantize_variants(fp32: Path, out: Path, feeds: list[np.ndarray], variants: 
     for variant, options in variants.items():
         options = dict(options)
         fmt = options.pop("quant_format", QuantFormat.QDQ)
+        if options.pop("head_fp32", False):
+            options["nodes_to_exclude"] = yolox_head(onnx.load(str(out / "prep.onnx")))
         paths[variant] = out / f"{variant}.onnx"
         quantize_static(str(out / "prep.onnx"), str(paths[variant]), Reader(), quant_format=fmt, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True}, **options)
     return paths
+
+
+def yolox_head(model) -> list[str]:
+    """YOLOX's prediction convolutions and every node after them. Their outputs are concatenated into one
+    tensor, box offsets in pixels beside scores in 0..1: one 8-bit scale over both leaves the scores a few steps."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = {n.name for n in model.graph.node if n.op_type == "Conv" and "_preds" in n.input[1]}
+    grown = True
+    while grown:
+        after = {n.name for n in model.graph.node if any(producers.get(i) is not None and producers[i].name in head
+                                                         for i in n.input)}
+        grown = not after <= head
+        head |= after
+    return sorted(head)
 
 
 def embedder(tmp: Path, repeat: int) -> dict:
@@ -148,7 +165,8 @@ def detector(tmp: Path, repeat: int, gate: bool) -> dict:
     files = [f for seq in CALIB_FRAMES for f in sorted((ASSETS / seq / "img1").glob("*.jpg"))]
     files += sorted((ASSETS / "mot" / "TUD-Campus" / "img1").glob("*.jpg"))[::4]
     feeds = [yolox.preprocess(cv2.imread(str(f)))[0] for f in files]
-    paths = quantize_variants(YOLOX, tmp, feeds, {"qdq": {}, "qdq_conv_only": {"op_types_to_quantize": ["Conv"]}})
+    paths = quantize_variants(YOLOX, tmp, feeds, {"qdq": {}, "qdq_conv_only": {"op_types_to_quantize": ["Conv"]},
+                                                  "qdq_head_fp32": {"head_fp32": True}})
     rates = {t: speeds(paths, feeds[0], t, repeat, 1) for t in (1, 2)}
     out = {}
     for label, path in paths.items():
