@@ -9,10 +9,10 @@ turn for about 0.2 s. Gate: image rank-1 within 0.01 of FP32 on the shared PKU i
 
 Detector (YOLOX-nano): tracklink has no INT8 path for it; this quantises the ONNX here the same way (after
 moving it to opset 13, which per-channel QDQ needs), calibrated on 40 real frames of the tuning sequences
-(MOT17-02/04/05/09 and TUD-Campus); variants: QDQ, QDQ on convolutions only, and QDQ with the head's prediction
-convolutions and everything after them left in FP32 (`yolox_head`). Speed: frames/s at 416x416. Gate: the tracking benchmark's MOTA and IDF1
-within 0.01 on every sequence (`bench/tracking.py try --detector`), run only when --detector-gate is given
-(several minutes).
+(MOT17-02/04/05/09 and TUD-Campus); variants: QDQ, QDQ on convolutions only, and QDQ with the head's
+prediction convolutions and everything after them left in FP32 (`yolox_head`). Speed: frames/s at 416x416.
+Gate: the tracking benchmark's MOTA and IDF1 within 0.01 on every sequence (`bench/tracking.py try
+--detector`), run only when --detector-gate is given (several minutes).
 
     .venv/bin/python bench/int8.py [--repeat 5] [--detector-gate]
 """
