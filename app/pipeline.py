@@ -54,7 +54,7 @@ class PipelineConfig:
     pooling: str = "mean"  # tracklet features from frame embeddings (tracklink.models.pooling)
     # With only live cameras and no frame ready, wait this long before looking again (no busy loop).
     idle_wait_s: float = 0.01
-    # Read and detect the next step's frames while this step tracks and embeds (app/feed.py); off, the
+    # Read and detect the next two steps' frames while this step tracks and embeds (app/feed.py); off, the
     # stages run in turn on the calling thread. Results are the same either way.
     read_ahead: bool = True
 
