@@ -11,8 +11,9 @@ step of the pipeline's and the pipeline through a long detection. MOT17-04 at 48
 with re-ID: the pipeline waited 1.3 ms a frame for detections with one step in hand and 0.2 ms with two;
 `bench/pipeline_speed.py --per-sequence --tracker botsort`: 80.9 -> 91.3 fps, 0.84 -> 0.94x ultralytics'
 ByteTrack on the same detector. The price is one more step of frames held in memory (6 MB a 1080p
-camera). Results are the same as reading in turn: the same frames, in the same order, through the same
-detector.
+camera) and, for a live camera, one step more between reading a frame and showing its tracks. A camera that
+ends or fails while the next step is already queued is not read again by it. Results are the same as
+reading in turn: the same frames, in the same order, through the same detector.
 
 The feed only reads and detects. What a read means (a frame, a camera that ended, an error) is decided on
 the pipeline's thread, which owns the cameras, the trackers and the store.
@@ -60,6 +61,9 @@ def grab(sources: Sequence[Source], detect: DetectFn) -> Grab:
     t0 = time.perf_counter()
     reads = []
     for source in sources:
+        if source.status.finished:  # it ended or failed at an earlier step's read (one still queued): leave it
+            reads.append(Read(source.name, None, finished=True))
+            continue
         try:
             frame = source.read(timeout=0.0)
         except TracklinkError as exc:
