@@ -136,7 +136,7 @@ def beside_peer(video: Path, root: Path, args: argparse.Namespace, tag: str) -> 
     # Each pair ran back to back, so a slow spell of the machine falls on both: the median of the pairs'
     # ratios does not hang on one lucky run of either side, as the ratio of the two fastest does.
     best["vs_ultralytics_paired_median"] = round(statistics.median(
-        run["fps"]["overall"] / p for run, p in zip(ours, peer)), 3)
+        (run["fps"]["overall"] or 0) / p for run, p in zip(ours, peer)), 3)
     return best
 
 
