@@ -10,14 +10,16 @@ is the only real sequence long enough to measure what happens after a track's fi
 
 Detector YOLOX-nano (ONNX), re-ID OSNet-x0.25 (for BoT-SORT's appearance cue). Stages:
 
-    sweep   coordinate descent over detector score, NMS IoU, the tracker's thresholds and the report gate
+    sweep   coordinate descent over detector score, NMS IoU (one pass, or two with `strict_iou`: app/detect.py
+            `two_pass_nms`), the tracker's thresholds and the report gate
             (app/report_gate.py), per tracker kind, scored on the tune sequences against the peers: a
             sequence's margin is min(MOTA - better peer's MOTA, IDF1 - better peer's IDF1), the objective
             the worst margin plus the mean margin (the done-when test, made smooth).
             It starts from ByteTrack's published thresholds (what the peers run) and the gate off.
             Detections are computed once per NMS IoU at the lowest score (NMS keeps a box only against
-            higher-scoring ones, so a higher score threshold is an exact filter of that list) and replayed
-            through tracklink's own Pipeline; embeddings are cached per crop.
+            higher-scoring ones, so a higher score threshold is an exact filter of that list; two-pass NMS
+            is computed at each score) and replayed through tracklink's own Pipeline; embeddings are cached
+            per crop.
     gate    the report gate on and off at the chosen values (or with --set KEY=VALUE changes), per
             sequence (MOTA, IDF1, HOTA, precision IDP, FP, FN).
     try     the defaults with --set KEY=VALUE changes beside the peers, every sequence, with the verdict.
@@ -62,6 +64,7 @@ GRID: dict[str, tuple] = {
     "gmc_method": ("sparseOptFlow", "none", "backgroundFlow"),  # BoT-SORT only: camera-motion compensation
     "conf": (0.05, 0.1, 0.2, 0.3),
     "iou": (0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
+    "strict_iou": (None, 0.4, 0.45, 0.5),  # two-pass NMS (app/detect.py `two_pass_nms`); None: one pass
     "track_high_thresh": (0.25, 0.35, 0.4, 0.45, 0.5, 0.55),
     "track_low_thresh": (0.05, 0.1, 0.2),
     "new_track_thresh": (0.25, 0.35, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7),
@@ -127,22 +130,24 @@ class Frames:
 
 
 class DetectionCache:
-    """YOLOX detections per (sequence, NMS IoU) at MIN_SCORE; a score threshold filters them exactly."""
+    """YOLOX detections per (sequence, NMS IoU) at MIN_SCORE, which a score threshold filters exactly. Two-pass
+    NMS is not such a filter (a box under the threshold can keep a higher one out), so with `strict_iou` the
+    detections are computed at the threshold itself."""
 
     def __init__(self, frames: Frames, model: Path = YOLOX) -> None:
         self.frames, self.model = frames, model
-        self._cache: dict[tuple[str, float], list] = {}
-        self._detectors: dict[float, Any] = {}
+        self._cache: dict[tuple, list] = {}
+        self._detectors: dict[tuple, Any] = {}
 
-    def __call__(self, seq: Sequence, conf: float, iou: float) -> list:
-        key = (seq.name, iou)
+    def __call__(self, seq: Sequence, conf: float, iou: float, strict_iou: float | None = None) -> list:
+        config = (MIN_SCORE if strict_iou is None else conf, iou, strict_iou)
+        key = (seq.name, *config)
         if key not in self._cache:
             from tracklink.app.detect import DetectorConfig, make_detector
 
-            if iou not in self._detectors:
-                self._detectors[iou] = make_detector(f"yolox:{self.model}", DetectorConfig(conf=MIN_SCORE, iou=iou),
-                                                     threads=1)
-            self._cache[key] = [self._detectors[iou]([f.image])[0] for f in self.frames(seq)]
+            if config not in self._detectors:
+                self._detectors[config] = make_detector(f"yolox:{self.model}", DetectorConfig(*config), threads=1)
+            self._cache[key] = [self._detectors[config]([f.image])[0] for f in self.frames(seq)]
         return [d[d.confidence >= conf] for d in self._cache[key]]
 
 
@@ -210,8 +215,8 @@ def run_tracklink(seq: Sequence, frames: Frames, dets: DetectionCache, embedder:
     from tracklink.app.pipeline import Pipeline, PipelineConfig
     from tracklink.app.track import TrackerConfig
 
-    replay = iter(dets(seq, params["conf"], params["iou"]))
-    options = {k: v for k, v in params.items() if k not in ("conf", "iou")}
+    replay = iter(dets(seq, params["conf"], params["iou"], params.get("strict_iou")))
+    options = {k: v for k, v in params.items() if k not in ("conf", "iou", "strict_iou")}
     config = PipelineConfig(tracker=TrackerConfig(kind, options, family="yolox"))
     pipeline = Pipeline([_ListSource(seq.name, frames(seq))], lambda images: [next(replay) for _ in images],
                         embedder if kind == "botsort" else None, config)
@@ -306,7 +311,7 @@ def start_point(kind: str) -> dict:
     from tracklink.app.track import ultralytics_tracker_yaml
 
     yaml = ultralytics_tracker_yaml(kind)
-    return {**{k: yaml[k] for k in GRID if k in yaml}, **PEER_DETECTOR, **PEER_TRACKER,
+    return {**{k: yaml[k] for k in GRID if k in yaml}, **PEER_DETECTOR, **PEER_TRACKER, "strict_iou": None,
             "report_thresh": None, "report_motion": 0.5}
 
 
@@ -463,7 +468,7 @@ def _detector_defaults() -> dict:
     from tracklink.app.detect import DetectorConfig
 
     d = DetectorConfig.for_detector(f"yolox:{YOLOX}")
-    return {"conf": d.conf, "iou": d.iou}
+    return {"conf": d.conf, "iou": d.iou, "strict_iou": d.strict_iou}
 
 
 if __name__ == "__main__":
