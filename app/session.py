@@ -69,7 +69,7 @@ class SessionOptions:
     tracker_config: str | None = None  # YAML file overriding keys of the tracker's YAML
     threads: int = DEFAULT_THREADS  # per model; 0: the runtime's default (one per core)
     read_ahead: bool = True  # read and detect the next frames while tracking and embedding (app/feed.py)
-    embed_every: int = 3  # after a track's first crops, embed one every N frames (EmbedSchedule)
+    embed_every: int = 4  # after a track's first crops, embed one every N frames (EmbedSchedule)
     transit: str | None = None  # YAML file of camera-pair transit windows
     pooling: str = "mean"  # how a tracklet's frame embeddings become its feature
     # Allow a pickled detector (.pt) from a path: loading one runs the code it holds. Never remembered.
@@ -101,16 +101,17 @@ def add_session_arguments(p: argparse.ArgumentParser, remembered: bool = False) 
     p.add_argument("--conf", type=float, default=None,
                    help="detector score threshold (default: measured per detector family; README, Tracking defaults)")
     p.add_argument("--nms-iou", type=float, default=None,
-                   help="detector NMS IoU (default: measured per detector family; README, Tracking defaults)")
+                   help="detector NMS IoU (default: measured per detector family; README, Tracking defaults); "
+                        "YOLOX keeps a first pass at 0.4 below it (two-pass NMS)")
     p.add_argument("--tracker-config", default=None, metavar="FILE.yaml",
                    help="override any key of the tracker's YAML (ultralytics' bytetrack.yaml/botsort.yaml keys, "
                         "and report_thresh, report_motion); a tracker_type key picks the tracker")
     p.add_argument("--threads", type=int, default=None if remembered else DEFAULT_THREADS,
                    help="CPU threads of each model (detector, re-ID) (default: 0, automatic: half the cores each, as "
                         "they run at the same time; one per core with --no-read-ahead)")
-    p.add_argument("--embed-every", type=int, default=None if remembered else 3, metavar="N",
+    p.add_argument("--embed-every", type=int, default=None if remembered else 4, metavar="N",
                    help="after a track's first 5 crops, embed one every N frames; 1 embeds every fit box of every "
-                        "track (slower; more crops for cross-camera linking) (default: 3)")
+                        "track (slower; more crops for cross-camera linking) (default: 4)")
     p.add_argument("--no-read-ahead", dest="read_ahead", action="store_false",
                    help="run the stages in turn on one thread instead of reading and detecting the next frames "
                         "while this step tracks and embeds (same results; for profiling one stage)")

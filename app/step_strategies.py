@@ -31,15 +31,17 @@ class EmbedSchedule:
     Neighbouring frames of one person give nearly the same embedding, so once a tracklet has a few, more of
     them barely move its mean, yet embedding every tracked box at every frame was the largest stage of a
     step (a crowded 480x360 camera: ~10 fit crops a frame at 2 ms each, beside 14 ms of YOLOX-nano).
-    The defaults embed 44% as many crops (23 -> 31 fps there); on the semi-synthetic two-camera scene
-    (tests/synthetic_mtmc.py, seeds 0-9) MTMC IDF1 went from 85.0 (every crop) to 83.4, a difference of
-    less than one linking decision there. Spaced crops keep the mean drawn from the whole tracklet (pose and
-    light change). `every=1` embeds every fit crop. With BOTSORT, detections whose match is contested are
+    Every 3 frames embedded 44% as many crops as every frame (23 -> 31 fps there); on the semi-synthetic
+    two-camera scene (tests/synthetic_mtmc.py, seeds 0-9) MTMC IDF1 went from 85.0 (every crop) to 83.4, a
+    difference of less than one linking decision there. Every 4 (the default since two-pass NMS) against 3,
+    `bench/mtmc_seeds.py [--embed-every 3]`: MTMC IDF1 0.851 and 0.852, the tracking benchmark identical, and
+    MOT17-04's embedding 7.0 instead of 8.5 ms a frame (`bench/pipeline_speed.py`). Spaced crops keep the
+    mean drawn from the whole tracklet (pose and light change). `every=1` embeds every fit crop. With BOTSORT, detections whose match is contested are
     embedded before matching as well (`EmbedContestedThenTrack`).
     """
 
     warmup: int = 5  # = LinkConfig.min_embeddings, so that linking at maturity is not delayed
-    every: int = 3  # frames of the camera between two embeddings of a track after its warmup
+    every: int = 4  # frames of the camera between two embeddings of a track after its warmup
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.every < 1:
