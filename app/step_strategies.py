@@ -36,8 +36,9 @@ class EmbedSchedule:
     difference of less than one linking decision there. Every 4 (the default since two-pass NMS) against 3,
     `bench/mtmc_seeds.py [--embed-every 3]`: MTMC IDF1 0.851 and 0.852, the tracking benchmark identical, and
     MOT17-04's embedding 7.0 instead of 8.5 ms a frame (`bench/pipeline_speed.py`). Spaced crops keep the
-    mean drawn from the whole tracklet (pose and light change). `every=1` embeds every fit crop. With BOTSORT, detections whose match is contested are
-    embedded before matching as well (`EmbedContestedThenTrack`).
+    mean drawn from the whole tracklet (pose and light change). `every=1` embeds every fit crop. With
+    BOTSORT, detections whose match is contested are embedded before matching as well
+    (`EmbedContestedThenTrack`).
     """
 
     warmup: int = 5  # = LinkConfig.min_embeddings, so that linking at maturity is not delayed
