@@ -55,8 +55,8 @@ class DetectorConfig:
 # 0.0106, 0.5: 0.0135, 0.6: -0.0192, 0.65: -0.0586, 0.7: -0.0249). With BoT-SORT's appearance cue and the
 # background camera-motion estimate, the boxes under 0.3 that ByteTrack's second association would take
 # back add more false matches than they recover here. Two-pass NMS with a strict pass at 0.4: the same
-# MOTA and IDF1 as one pass at 0.55 on every tuning sequence (objective 0.0142 both, with today's camera
-# motion; strict 0.45 and 0.5: 0.0133), and on the check sequences +0.0091 against -0.0154, where it keeps
+# MOTA and IDF1 as one pass at 0.55 on every tuning sequence (objective 0.0142 both, with camera motion on
+# 100 corners; strict 0.45 and 0.5: 0.0133), and on the check sequences +0.0091 against -0.0154, where it keeps
 # the person's own box that a straddling one displaced at MOT17-10's last frames (`two_pass_nms`).
 YOLOX_DEFAULTS = DetectorConfig(conf=0.3, iou=0.55, strict_iou=0.4)
 
