@@ -73,18 +73,18 @@ def two_pass_nms(xywh: np.ndarray, scores: np.ndarray, conf: float, iou: float,
     """
     import cv2
 
-    boxes = np.asarray(xywh, np.float64)
+    boxes, ranked = np.asarray(xywh, np.float64), np.asarray(scores, np.float32)
 
-    def greedy(threshold: float, ranked: np.ndarray = np.asarray(scores, np.float32)) -> np.ndarray:
-        return np.asarray(cv2.dnn.NMSBoxes(boxes, ranked, conf, threshold), np.int64).reshape(-1)
+    def greedy(threshold: float, order: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.dnn.NMSBoxes(boxes, order, conf, threshold), np.int64).reshape(-1)
 
     if strict_iou is None or strict_iou >= iou:
-        return greedy(iou)
+        return greedy(iou, ranked)
     # Pass two is greedy NMS at `iou` that visits pass one's boxes first: lifted above every other score,
     # they are kept (they overlap each other by at most `strict_iou` < `iou`), and each dropped box, best
     # first, is kept only if it overlaps no box kept before it by more than `iou`.
-    lifted = np.asarray(scores, np.float32).copy()
-    lifted[greedy(strict_iou)] += 1.0  # scores lie in 0..1
+    lifted = ranked.copy()
+    lifted[greedy(strict_iou, ranked)] += 1.0  # scores lie in 0..1
     kept = greedy(iou, lifted)
     return kept[np.argsort(-scores[kept], kind="stable")]
 
